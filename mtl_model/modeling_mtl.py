@@ -1,0 +1,166 @@
+"""BERT with one sigmoid (multi-label) head per task: the model that is saved and pushed to the Hub.
+
+Self-contained (imports only torch, transformers and the configuration next to it) so that `save_pretrained` copies
+both files for `AutoModel.from_pretrained(..., trust_remote_code=True)`.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import BertModel, BertPreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_mtl import BertMultiTaskConfig
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class MultiTaskMultiLabelOutput(ModelOutput):
+    """
+    loss: weighted sum of the per-task BCE losses, shape [] (when `labels` are given).
+    logits: all tasks' logits concatenated in config order, shape [batch, total_labels].
+    task_losses: the unweighted BCE loss of each task, shape [num_tasks] (when `labels` are given).
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    task_losses: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+def multitask_bce_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    task_slices: list[slice],
+    task_weights: torch.Tensor,
+    num_items_in_batch: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked per-task BCE and its weighted sum.
+
+    logits, labels: [batch, total_labels]; a label of -100 marks an entry whose task is not annotated.
+    num_items_in_batch: [num_tasks] annotated entries per task over the whole (accumulated, all-process) batch; the
+    loss of a task is its BCE summed over annotated entries divided by that count, so it does not depend on how the
+    batch is split. Without it, each task's own annotated count in this batch is used (a plain masked mean).
+    Returns (loss [], task_losses [num_tasks]).
+    """
+    annotated = labels != IGNORE_INDEX
+    targets = torch.where(annotated, labels, torch.zeros_like(labels)).to(logits.dtype)
+    entry_loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none") * annotated
+    summed = torch.stack([entry_loss[:, task_slice].sum() for task_slice in task_slices])
+    if num_items_in_batch is None:
+        num_items_in_batch = torch.stack([annotated[:, task_slice].sum() for task_slice in task_slices])
+    # A task with no annotated entry contributes 0 rather than 0/0.
+    task_losses = summed / num_items_in_batch.to(summed.dtype).clamp(min=1)
+    return (task_weights.to(task_losses.dtype) * task_losses).sum(), task_losses
+
+
+class BertForMultiTaskMultiLabel(BertPreTrainedModel):
+    config_class = BertMultiTaskConfig
+    # The loss is normalised per task (see `multitask_bce_loss`); the trainer passes per-task counts itself and must
+    # not treat `**kwargs` as an invitation to pass its single `num_items_in_batch`.
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: BertMultiTaskConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=config.pooling == "pooler")
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        # A ModuleList (not a ModuleDict) so any task name is allowed, including ones with dots.
+        self.heads = nn.ModuleList(nn.Linear(config.hidden_size, len(labels)) for labels in config.tasks.values())
+        self.post_init()
+
+    def pool(
+        self, last_hidden_state: torch.Tensor, attention_mask: torch.Tensor | None, pooler_output
+    ) -> torch.Tensor:
+        """[batch, seq, hidden] → [batch, hidden], as `config.pooling` says."""
+        if self.config.pooling == "pooler":
+            return pooler_output
+        if self.config.pooling == "cls":
+            return last_hidden_state[:, 0]
+        if attention_mask is None:
+            return last_hidden_state.mean(dim=1)
+        mask = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)  # [batch, seq, 1]
+        return (last_hidden_state * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        num_items_in_batch: torch.Tensor | None = None,
+        **kwargs,
+    ) -> MultiTaskMultiLabelOutput:
+        r"""
+        labels (`torch.Tensor` of shape `(batch_size, total_labels)`, *optional*):
+            Float multi-hot targets in logit order; -100 marks a task that is not annotated for that example.
+        num_items_in_batch (`torch.Tensor` of shape `(num_tasks,)`, *optional*):
+            Annotated entries per task over the whole accumulated batch, to normalise each task's loss exactly.
+        """
+        outputs = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **kwargs,
+        )
+        pooled = self.dropout(self.pool(outputs.last_hidden_state, attention_mask, outputs.pooler_output))
+        logits = torch.cat([head(pooled) for head in self.heads], dim=-1)  # [batch, total_labels]
+
+        loss = task_losses = None
+        if labels is not None:
+            weights = torch.tensor(
+                [self.config.task_weights[task] for task in self.config.tasks], device=logits.device
+            )
+            loss, task_losses = multitask_bce_loss(
+                logits, labels, list(self.config.task_slices.values()), weights, num_items_in_batch
+            )
+        return MultiTaskMultiLabelOutput(
+            loss=loss,
+            logits=logits,
+            task_losses=task_losses,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    def decode(self, logits: torch.Tensor) -> list[dict[str, list[str]]]:
+        """Logits [batch, total_labels] → per example, each task's predicted labels (sigmoid ≥ stored threshold)."""
+        thresholds = torch.tensor(
+            [value for task in self.config.tasks for value in self.config.thresholds[task]], device=logits.device
+        )
+        chosen = (torch.sigmoid(logits.float()) >= thresholds).tolist()
+        slices = self.config.task_slices
+        return [
+            {
+                task: [label for label, keep in zip(labels, row[slices[task]]) if keep]
+                for task, labels in self.config.tasks.items()
+            }
+            for row in chosen
+        ]
+
+    @torch.inference_mode()
+    def predict(self, texts: list[str], tokenizer, batch_size: int = 32, max_length: int = 512):
+        """Texts → per text, each task's predicted labels, using the thresholds stored in the config."""
+        self.eval()
+        predictions = []
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                texts[start : start + batch_size],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            ).to(self.device)
+            predictions.extend(self.decode(self(**batch).logits))
+        return predictions
+
+
+__all__ = ["BertForMultiTaskMultiLabel", "MultiTaskMultiLabelOutput", "multitask_bce_loss"]

@@ -1,0 +1,134 @@
+"""What a run leaves for people: predictions as JSONL and the model card."""
+
+import json
+import platform
+from pathlib import Path
+from string import Template
+
+import numpy as np
+import yaml
+
+from .metrics import sigmoid, threshold_vector
+
+CARD_HYPERPARAMETERS = (
+    "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
+    "warmup_steps", "weight_decay", "lr_scheduler_type", "max_grad_norm", "optim", "bf16", "fp16",
+    "metric_for_best_model", "train_sampling_strategy",
+)  # fmt: skip
+
+
+def write_predictions(path: str | Path, texts: list[list[str]], logits: np.ndarray, config) -> None:
+    """One JSON object per input row, in input order: the text(s), then per task the predicted labels and every
+    label's score. texts: per text column, the column's values; logits: [rows, total_labels]."""
+    scores = sigmoid(logits)
+    chosen = scores >= threshold_vector(config.tasks, config.thresholds)
+    slices = config.task_slices
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in range(len(scores)):
+            record = {"text": texts[0][row]}
+            if len(texts) > 1:
+                record["text_pair"] = texts[1][row]
+            for task, labels in config.tasks.items():
+                task_scores, task_chosen = scores[row, slices[task]], chosen[row, slices[task]]
+                record[task] = {
+                    "labels": [label for label, keep in zip(labels, task_chosen) if keep],
+                    "scores": {label: round(float(score), 6) for label, score in zip(labels, task_scores)},
+                }
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def library_versions() -> dict[str, str]:
+    import datasets
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "datasets": datasets.__version__,
+    }
+
+
+def tasks_table(config) -> str:
+    rows = ["| task | labels | thresholds | loss weight |", "| --- | --- | --- | --- |"]
+    for task, labels in config.tasks.items():
+        thresholds = ", ".join(f"{label}: {value:.2f}" for label, value in zip(labels, config.thresholds[task]))
+        rows.append(f"| {task} | {len(labels)} | {thresholds} | {config.task_weights[task]:g} |")
+    return "\n".join(rows)
+
+
+def metrics_table(config, metrics: dict[str, float]) -> str:
+    """Rows: overall and each task; columns: every split's macro and micro F1 found in `metrics`."""
+    splits = [split for split in ("eval", "test") if f"{split}_macro_f1" in metrics]
+    if not splits:
+        return "No evaluation was run."
+    header = "| | " + " | ".join(f"{split} macro F1 | {split} micro F1" for split in splits) + " |"
+    rows = [header, "| --- |" + " --- | --- |" * len(splits)]
+    for name, prefix in [("all labels", ""), *((task, f"{task}_") for task in config.tasks)]:
+        cells = [
+            f"{metrics.get(f'{split}_{prefix}{average}_f1', float('nan')):.4f}"
+            for split in splits
+            for average in ("macro", "micro")
+        ]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def card_metadata(
+    config, metrics: dict[str, float], model_name: str, base_model: str | None, dataset: str | None
+) -> str:
+    """YAML front matter, with `model-index` results so the Hub shows the metrics."""
+    results = [
+        {
+            "task": {"type": "text-classification", "name": f"{task} (multi-label)"},
+            **({"dataset": {"name": dataset, "type": dataset}} if dataset else {}),
+            "metrics": [
+                {"type": f"{average}_f1", "name": f"{split} {average} F1", "value": round(metrics[key], 4)}
+                for split in ("eval", "test")
+                for average in ("macro", "micro")
+                if (key := f"{split}_{task}_{average}_f1") in metrics
+            ],
+        }
+        for task in config.tasks
+    ]
+    metadata = {
+        "library_name": "transformers",
+        "pipeline_tag": "text-classification",
+        "tags": ["multi-label-classification", "multi-task", "bert"],
+        **({"base_model": base_model} if base_model else {}),
+        "model-index": [{"name": model_name, "results": [r for r in results if r["metrics"]]}],
+    }
+    if dataset:
+        metadata["datasets"] = [dataset]
+    return yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True).strip()
+
+
+def render_model_card(
+    template_path: str | Path,
+    config,
+    metrics: dict[str, float],
+    training_args,
+    base_model: str | None,
+    training_data: str,
+    dataset_name: str | None = None,
+    repo_id: str | None = None,
+) -> str:
+    model_name = (repo_id or Path(training_args.output_dir).name).split("/")[-1]
+    hyperparameters = "\n".join(
+        f"- {name}: {getattr(training_args, name)}" for name in CARD_HYPERPARAMETERS if hasattr(training_args, name)
+    )
+    return Template(Path(template_path).read_text(encoding="utf-8")).substitute(
+        metadata=card_metadata(config, metrics, model_name, base_model, dataset_name),
+        model_name=model_name,
+        base_model=base_model or "a local BERT checkpoint",
+        pooling=config.pooling,
+        tasks_table=tasks_table(config),
+        metrics_table=metrics_table(config, metrics),
+        repo_id=repo_id or "path/to/this/model",
+        training_data=training_data,
+        seed=training_args.seed,
+        task_weights=", ".join(f"{task} {weight:g}" for task, weight in config.task_weights.items()),
+        hyperparameters=hyperparameters,
+        versions=", ".join(f"{name} {version}" for name, version in library_versions().items()),
+    )

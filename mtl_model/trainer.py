@@ -1,0 +1,75 @@
+"""The Trainer subclass: an exact multi-task loss under gradient accumulation and data parallelism, per-task loss
+logging, and our own model card."""
+
+import torch
+from transformers import Trainer
+from transformers.trainer_pt_utils import nested_gather
+
+from .modeling_mtl import IGNORE_INDEX
+
+
+class MultiTaskTrainer(Trainer):
+    """`Trainer` whose loss is Σ_task weight_task · (BCE summed over the task's annotated entries in the whole
+    accumulated, all-process batch) / (that task's annotated entry count), independent of how the batch is split.
+
+    The Trainer's own `num_items_in_batch` is a single count for all tasks, so this class counts per task in
+    `get_batch_samples` and passes the counts to the model, and says the loss is already scaled for accumulation.
+    """
+
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, *args, model_card_writer=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Called by `create_model_card` (and so by `push_to_hub`) instead of the Trainer's generic card.
+        self.model_card_writer = model_card_writer
+        self._task_loss_sum = None  # [num_tasks], summed since the last log
+        self._task_loss_logged_step = 0
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        return batch_samples, self.annotated_entries_per_task(batch_samples, device)
+
+    def annotated_entries_per_task(self, batch_samples: list[dict], device) -> torch.Tensor | None:
+        """Annotated label entries of each task over the micro-batches of one optimizer step, summed over all
+        processes: shape [num_tasks]."""
+        if not batch_samples or "labels" not in batch_samples[0]:
+            return None
+        slices = list(self.model.config.task_slices.values())
+        counts = torch.zeros(len(slices), dtype=torch.long, device=device)
+        for batch in batch_samples:
+            annotated = batch["labels"].to(device) != IGNORE_INDEX  # [batch, total_labels]
+            counts += torch.stack([annotated[:, task_slice].sum() for task_slice in slices])
+        if self.args.world_size > 1:
+            counts = self.accelerator.reduce(counts, reduction="sum")
+        return counts
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        training = model.training and num_items_in_batch is not None
+        outputs = model(**inputs, num_items_in_batch=num_items_in_batch if training else None)
+        loss = outputs.loss
+        if training and self.args.world_size > 1:
+            # Each process divides by the all-process count; DDP averages gradients over processes, so scale back up.
+            loss = loss * self.args.world_size
+        if training and outputs.task_losses is not None:
+            task_losses = outputs.task_losses.detach() * self.args.world_size
+            self._task_loss_sum = task_losses if self._task_loss_sum is None else self._task_loss_sum + task_losses
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add each task's training loss, averaged over the optimizer steps since the last log, to training logs."""
+        steps = self.state.global_step - self._task_loss_logged_step
+        if "loss" in logs and self._task_loss_sum is not None and steps > 0:
+            per_task = (
+                nested_gather(self._task_loss_sum, self.args.parallel_mode)
+                .view(-1, len(self.model.config.tasks))
+                .mean(0)
+            )
+            for task, value in zip(self.model.config.tasks, per_task.tolist()):
+                logs[f"{task}_loss"] = round(value / steps, 4)
+            self._task_loss_sum = None
+            self._task_loss_logged_step = self.state.global_step
+        super().log(logs, start_time)
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        if self.model_card_writer is not None and self.is_world_process_zero():
+            self.model_card_writer(self.args.output_dir)

@@ -1,0 +1,221 @@
+#!/usr/bin/env python
+"""Fine-tune one BERT encoder with one multi-label head per task.
+
+    python run_mtl_classification.py --train_file train.jsonl --task_columns emotion,sentiment --do_train ...
+    python run_mtl_classification.py examples/goemotions/config.yaml
+    accelerate launch run_mtl_classification.py examples/goemotions/config.yaml
+
+Steps, in the order of transformers' text-classification example: parse → log → seed → data → model → Trainer →
+train / eval / predict → save, model card, push.
+"""
+
+import logging
+import os
+import sys
+from functools import partial
+from pathlib import Path
+
+import datasets
+import transformers
+from transformers import AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCallback, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from mtl_model.arguments import (
+    ArgumentError,
+    check_metric_for_best_model,
+    hub_model_id,
+    parse_arguments,
+    resolve_early_stopping,
+)
+from mtl_model.data import (
+    DataError,
+    DataSpec,
+    carve_validation,
+    encode_splits,
+    load_raw_splits,
+    resolve_tasks,
+    select_first,
+)
+from mtl_model.loading import build_config, load_model, trained_tasks
+from mtl_model.metrics import build_compute_metrics, metric_names
+from mtl_model.report import render_model_card, write_predictions
+from mtl_model.trainer import MultiTaskTrainer
+
+logger = logging.getLogger(__name__)
+MODEL_CARD_TEMPLATE = Path(__file__).with_name("model_card.md")
+
+
+def main(argv: list[str]) -> None:
+    model_args, data_args, training_args, given = parse_arguments(argv)
+    setup_logging(training_args)
+    training_args = resolve_early_stopping(training_args, data_args, given)
+    logger.info("Training arguments: %s", training_args)
+    set_seed(training_args.seed)
+
+    # Data: load, validate every row, encode labels and tokenize, all before the model loads.
+    raw, where = load_raw_splits(
+        {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file},
+        data_args.dataset_name,
+        data_args.dataset_config_name,
+        model_args.cache_dir,
+    )
+    raw = keep_needed_splits(raw, training_args)
+    raw = select_first(raw, sample_limits(data_args))
+    spec = DataSpec(
+        text_column=data_args.text_column_name,
+        text_pair_column=data_args.text_pair_column_name,
+        task_columns=data_args.split_list(data_args.task_columns),
+        wide_tasks=data_args.split_list(data_args.wide_tasks),
+        label_delimiter=data_args.label_delimiter,
+        label_names=data_args.given_label_names(),
+        max_seq_length=data_args.max_seq_length,
+    )
+    tasks, sources = resolve_tasks(
+        raw, where, spec, trained_tasks(model_args.model_name_or_path, model_args.cache_dir)
+    )
+    check_metric_for_best_model(training_args, metric_names(tasks))
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.tokenizer_name or model_args.model_name_or_path, cache_dir=model_args.cache_dir
+    )
+    with training_args.main_process_first(desc="dataset map pre-processing"):
+        encoded = encode_splits(
+            raw, where, spec, tasks, sources, tokenizer, data_args.overwrite_cache, data_args.preprocessing_num_workers
+        )
+    encoded = select_first(carve_validation(encoded, data_args.validation_split_percentage, training_args.seed),
+                           sample_limits(data_args))  # fmt: skip
+
+    # Model
+    config = build_config(
+        model_args.model_name_or_path,
+        tasks,
+        model_args.pooling,
+        model_args.parsed_task_weights(),
+        model_args.classifier_dropout,
+        model_args.cache_dir,
+    )
+    model = load_model(model_args.model_name_or_path, config, model_args.cache_dir)
+
+    trainer = MultiTaskTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=encoded.get("train") if training_args.do_train else None,
+        eval_dataset=encoded.get("validation") if training_args.do_train or training_args.do_eval else None,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),  # dynamic padding: each batch to its longest text
+        compute_metrics=build_compute_metrics(model.config),
+        callbacks=early_stopping_callbacks(data_args),
+    )
+
+    metrics = {}
+    trainer.model_card_writer = partial(
+        write_model_card, trainer=trainer, model_args=model_args, data_args=data_args, metrics=metrics
+    )
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args))
+        trainer.save_model()
+        metrics.update(result.metrics, train_samples=len(encoded["train"]))
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_state()
+    if training_args.do_eval:
+        eval_metrics = trainer.evaluate(encoded["validation"])
+        metrics.update(eval_metrics, eval_samples=len(encoded["validation"]))
+        trainer.log_metrics("eval", eval_metrics)
+    if training_args.do_predict:
+        output = trainer.predict(encoded["test"], metric_key_prefix="test")
+        metrics.update(output.metrics, test_samples=len(encoded["test"]))
+        trainer.log_metrics("test", output.metrics)
+        if trainer.is_world_process_zero():
+            test = raw["test"].select(range(len(encoded["test"])))
+            path = Path(training_args.output_dir) / "predictions.jsonl"
+            write_predictions(path, [test[column] for column in spec.text_columns], output.predictions, model.config)
+            logger.info("Predictions written to %s", path)
+
+    trainer.save_metrics("all", metrics, combined=False)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(training_args.output_dir)
+        trainer.create_model_card()
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
+
+
+def setup_logging(training_args) -> None:
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    level = training_args.get_process_log_level()
+    for library_logger in (logger, logging.getLogger("mtl_model")):
+        library_logger.setLevel(level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+
+
+def keep_needed_splits(raw, training_args):
+    """Only the splits the requested phases use; a missing one is an error now rather than after training.
+    Train is always kept: it defines the label sets, and validation can be carved from it."""
+    if training_args.do_train and "train" not in raw:
+        raise DataError("--do_train needs training data (--train_file or a dataset with a train split)")
+    if training_args.do_eval and "validation" not in raw and "train" not in raw:
+        raise DataError("--do_eval needs validation data (--validation_file, or training data to split it from)")
+    if training_args.do_predict and "test" not in raw:
+        raise DataError("--do_predict needs test data (--test_file or a dataset with a test split)")
+    wanted = {"train", "validation"} if training_args.do_train or training_args.do_eval else {"train"}
+    wanted |= {"test"} if training_args.do_predict else set()
+    return raw.__class__({split: dataset for split, dataset in raw.items() if split in wanted})
+
+
+def sample_limits(data_args) -> dict[str, int | None]:
+    return {
+        "train": data_args.max_train_samples,
+        "validation": data_args.max_eval_samples,
+        "test": data_args.max_predict_samples,
+    }
+
+
+def early_stopping_callbacks(data_args) -> list:
+    if data_args.early_stopping_patience is None:
+        return []
+    return [EarlyStoppingCallback(data_args.early_stopping_patience, data_args.early_stopping_threshold)]
+
+
+def checkpoint_to_resume(training_args) -> str | None:
+    """An explicit --resume_from_checkpoint, else the newest checkpoint a previous run left in output_dir."""
+    if training_args.resume_from_checkpoint:
+        return training_args.resume_from_checkpoint
+    if os.path.isdir(training_args.output_dir):
+        last = get_last_checkpoint(training_args.output_dir)
+        if last:
+            logger.info("Resuming from %s", last)
+        return last
+    return None
+
+
+def write_model_card(output_dir, trainer, model_args, data_args, metrics) -> None:
+    card = render_model_card(
+        MODEL_CARD_TEMPLATE,
+        trainer.model.config,
+        metrics,
+        trainer.args,
+        base_model=hub_model_id(model_args.model_name_or_path),
+        training_data=data_args.dataset_name or data_args.train_file or "(none)",
+        dataset_name=data_args.dataset_name,
+        repo_id=trainer.args.hub_model_id,
+    )
+    Path(output_dir, "README.md").write_text(card, encoding="utf-8")
+
+
+def cli(argv: list[str]) -> int:
+    """Run, turning bad input or flags into one clear message and exit status 2 instead of a traceback."""
+    try:
+        main(argv)
+    except (ArgumentError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))

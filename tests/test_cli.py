@@ -1,0 +1,367 @@
+"""The CLI end to end on small files in every label form, and its errors on bad input."""
+
+import csv
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import ClassLabel, Dataset, Features, List, Value
+
+from run_mtl_classification import cli
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MOODS, TOPICS = ["happy", "sad", "angry"], ["movie", "day"]
+ROWS = [
+    ("i love this movie", ["happy"], ["movie"]),
+    ("i hate this day", ["sad", "angry"], ["day"]),
+    ("good day", ["happy"], ["day"]),
+    ("bad movie", ["angry"], ["movie"]),
+    ("sad day not good", ["sad"], ["day"]),
+    ("happy happy movie", ["happy"], ["movie"]),
+    ("this is that", [], []),
+    ("i love that day", ["happy"], ["day"]),
+]
+
+
+def rows(n=16, offset=0):
+    return [ROWS[(i + offset) % len(ROWS)] for i in range(n)]
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    return path
+
+
+def write_csv(path: Path, header: list[str], records: list[list], delimiter: str = ",") -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter=delimiter)
+        writer.writerow(header)
+        writer.writerows(records)
+    return path
+
+
+def list_records(n=16, offset=0):
+    return [{"text": text, "mood": mood, "topic": topic} for text, mood, topic in rows(n, offset)]
+
+
+def delimited_records(n=16, offset=0):
+    return [[text, ",".join(mood) if mood else "[]", ",".join(topic)] for text, mood, topic in rows(n, offset)]
+
+
+def wide_records(n=16, offset=0):
+    return [
+        [text, *(int(m in mood) for m in MOODS), *(int(t in topic) for t in TOPICS)]
+        for text, mood, topic in rows(n, offset)
+    ]
+
+
+WIDE_HEADER = ["text", *(f"mood/{m}" for m in MOODS), *(f"topic/{t}" for t in TOPICS)]
+
+
+def base_args(tiny_bert_dir, output_dir, *extra):
+    return [
+        "--model_name_or_path", str(tiny_bert_dir),
+        "--output_dir", str(output_dir),
+        "--cache_dir", str(Path(output_dir).parent / "cache"),
+        "--per_device_train_batch_size", "4",
+        "--per_device_eval_batch_size", "4",
+        "--learning_rate", "1e-3",
+        "--num_train_epochs", "1",
+        "--max_seq_length", "32",
+        "--report_to", "none",
+        "--logging_steps", "1",
+        "--save_strategy", "no",
+        *extra,
+    ]  # fmt: skip
+
+
+def read_predictions(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "predictions.jsonl").read_text().splitlines()]
+
+
+def check_complete_run(output_dir: Path, tasks: dict[str, list[str]], n_test: int, texts: list[str]):
+    results = json.loads((output_dir / "all_results.json").read_text())
+    for task in tasks:
+        for key in (f"eval_{task}_macro_f1", f"eval_{task}_micro_f1", f"test_{task}_macro_f1"):
+            assert 0.0 <= results[key] <= 1.0, key
+    assert "train_samples_per_second" in results and "test_samples_per_second" in results
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["tasks"] == tasks and config["problem_type"] == "multi_label_classification"
+    predictions = read_predictions(output_dir)
+    assert [p["text"] for p in predictions] == texts[:n_test]
+    for prediction in predictions:
+        for task, labels in tasks.items():
+            assert set(prediction[task]["scores"]) == set(labels)
+            assert set(prediction[task]["labels"]) <= set(labels)
+    card = (output_dir / "README.md").read_text()
+    assert "model-index" in card and "| mood |" in card and "Seed: 42" in card
+
+
+def test_jsonl_with_label_lists(tiny_bert_dir, tmp_path):
+    records = list_records()
+    records[3]["mood"] = None  # not annotated: masked
+    del records[5]["topic"]  # absent: masked
+    train = write_jsonl(tmp_path / "train.jsonl", records)
+    dev = write_jsonl(tmp_path / "dev.jsonl", list_records(6, offset=3))
+    test = write_jsonl(tmp_path / "test.jsonl", list_records(5, offset=1))
+    out = tmp_path / "out"
+    args = base_args(tiny_bert_dir, out, "--train_file", str(train), "--validation_file", str(dev))
+    args += ["--test_file", str(test), "--task_columns", "mood,topic", "--do_train", "--do_eval", "--do_predict"]
+    assert cli(args) == 0
+    check_complete_run(out, {"mood": sorted(MOODS), "topic": sorted(TOPICS)}, 5, [r["text"] for r in list_records(5, offset=1)])
+
+
+def test_csv_with_delimited_strings_and_carved_validation(tiny_bert_dir, tmp_path):
+    header = ["text", "mood", "topic"]
+    records = delimited_records(20)
+    records[2][2] = ""  # empty cell: topic not annotated
+    records[4][0] = "NA"  # stays the string "NA", not a missing value
+    train = write_csv(tmp_path / "train.csv", header, records)
+    test = write_csv(tmp_path / "test.tsv", ["text"], [[r[0]] for r in delimited_records(4)], delimiter="\t")
+    out = tmp_path / "out"
+    args = base_args(tiny_bert_dir, out, "--train_file", str(train), "--test_file", str(test))
+    args += [
+        "--task_columns",
+        "mood,topic",
+        "--do_train",
+        "--do_eval",
+        "--do_predict",
+        "--validation_split_percentage",
+        "25",
+    ]
+    assert cli(args) == 0
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["eval_samples"] == 5 and results["train_samples"] == 15
+    assert "test_mood_macro_f1" not in results  # the test file has no labels: prediction only
+    predictions = read_predictions(out)
+    assert [p["text"] for p in predictions] == [r[0] for r in delimited_records(4)]
+    tasks = json.loads((out / "config.json").read_text())["tasks"]
+    assert tasks == {"mood": sorted(MOODS), "topic": sorted(TOPICS)}  # learned from training, stable order
+
+
+def test_wide_columns_and_text_pairs(tiny_bert_dir, tmp_path):
+    records = [[*r[:1], "second text", *r[1:]] for r in wide_records(12)]
+    header = ["text", "context", *WIDE_HEADER[1:]]
+    train = write_csv(tmp_path / "train.csv", header, records)
+    dev = write_csv(tmp_path / "dev.csv", header, records[:4])
+    out = tmp_path / "out"
+    args = base_args(tiny_bert_dir, out, "--train_file", str(train), "--validation_file", str(dev), "--do_train")
+    args += ["--wide_tasks", "mood,topic", "--text_pair_column_name", "context", "--do_eval"]
+    assert cli(args) == 0
+    assert json.loads((out / "config.json").read_text())["tasks"] == {"mood": MOODS, "topic": TOPICS}
+
+
+def test_parquet_with_sequence_classlabel_feature_and_yaml_config(tiny_bert_dir, tmp_path):
+    features = Features(
+        {"text": Value("string"), "mood": List(ClassLabel(names=MOODS)), "topic": List(ClassLabel(names=TOPICS))}
+    )
+    records = [
+        {"text": text, "mood": [MOODS.index(m) for m in mood], "topic": [TOPICS.index(t) for t in topic]}
+        for text, mood, topic in rows(16)
+    ]
+    Dataset.from_list(records, features=features).to_parquet(tmp_path / "train.parquet")
+    Dataset.from_list(records[:6], features=features).to_parquet(tmp_path / "dev.parquet")
+    out = tmp_path / "out"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"""
+model_name_or_path: {tiny_bert_dir}
+train_file: {tmp_path / "train.parquet"}
+validation_file: {tmp_path / "dev.parquet"}
+task_columns: mood,topic
+output_dir: {out}
+cache_dir: {tmp_path / "cache"}
+do_train: true
+do_eval: true
+learning_rate: 2e-5
+num_train_epochs: 1
+per_device_train_batch_size: 8
+report_to: none
+"""
+    )
+    assert cli([str(config)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["tasks"] == {"mood": MOODS, "topic": TOPICS}  # names and order from the ClassLabel feature
+    training_args = torch.load(out / "training_args.bin", weights_only=False)
+    assert training_args.learning_rate == 2e-5  # YAML reads 2e-5 as a string; it must arrive as a float
+
+
+def test_early_stopping_ends_the_run_early(tiny_bert_dir, tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", list_records(8))
+    dev = write_jsonl(tmp_path / "dev.jsonl", list_records(4))
+    out = tmp_path / "out"
+    args = base_args(tiny_bert_dir, out, "--train_file", str(train), "--validation_file", str(dev), "--do_train")
+    args += ["--task_columns", "mood,topic", "--num_train_epochs", "20", "--learning_rate", "0"]
+    args += ["--early_stopping_patience", "1", "--save_total_limit", "1"]
+    args.remove("--save_strategy")
+    args.remove("no")
+    assert cli(args) == 0
+    state = json.loads((out / "trainer_state.json").read_text())
+    evaluations = [entry for entry in state["log_history"] if "eval_macro_f1" in entry]
+    assert len(evaluations) == 2 and state["epoch"] == 2.0  # the metric cannot improve at learning rate 0
+    assert state["best_metric"] is not None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input: a clear message naming the file, row, column or label, and exit status 2, before training.
+
+
+def good_files(tmp_path):
+    return write_jsonl(tmp_path / "train.jsonl", list_records(8)), write_jsonl(tmp_path / "dev.jsonl", list_records(4))
+
+
+def run_expecting_error(capsys, tiny_bert_dir, tmp_path, args, *fragments):
+    code = cli(base_args(tiny_bert_dir, tmp_path / "out", *args))
+    message = capsys.readouterr().err
+    assert code == 2, message
+    for fragment in fragments:
+        assert fragment in message, message
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_missing_text_column(capsys, tiny_bert_dir, tmp_path):
+    train, dev = good_files(tmp_path)
+    args = ["--train_file", str(train), "--task_columns", "mood", "--do_train", "--text_column_name", "body"]
+    run_expecting_error(capsys, tiny_bert_dir, tmp_path, args, "train.jsonl", "text column 'body' not found")
+
+
+def test_missing_task_column(capsys, tiny_bert_dir, tmp_path):
+    train, _ = good_files(tmp_path)
+    args = ["--train_file", str(train), "--task_columns", "mood,colour", "--do_train"]
+    run_expecting_error(capsys, tiny_bert_dir, tmp_path, args, "train.jsonl", "task column 'colour' not found")
+
+
+def test_empty_split(capsys, tiny_bert_dir, tmp_path):
+    train, _ = good_files(tmp_path)
+    dev = write_csv(tmp_path / "dev.csv", ["text", "mood"], [])
+    args = ["--train_file", str(train), "--validation_file", str(dev), "--task_columns", "mood", "--do_train"]
+    run_expecting_error(capsys, tiny_bert_dir, tmp_path, args, "dev.csv", "empty")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [(None, "the text is null"), (["a list"], "mixes value kinds: string (line 1) and list (line 3)")],
+)
+def test_null_or_non_string_text(capsys, tiny_bert_dir, tmp_path, text, expected):
+    records = list_records(8)
+    records[2]["text"] = text
+    train = write_jsonl(tmp_path / "train.jsonl", records)
+    args = ["--train_file", str(train), "--task_columns", "mood", "--do_train"]
+    where = "row 3, column 'text'" if text is None else "column 'text'"
+    run_expecting_error(capsys, tiny_bert_dir, tmp_path, args, "train.jsonl", where, expected)
+
+
+def test_numeric_text_column(capsys, tiny_bert_dir, tmp_path):
+    records = [{"text": i, "mood": ["happy"]} for i in range(6)]
+    train = write_jsonl(tmp_path / "train.jsonl", records)
+    args = ["--train_file", str(train), "--task_columns", "mood", "--do_train"]
+    run_expecting_error(capsys, tiny_bert_dir, tmp_path, args, "row 1, column 'text'", "expected a string")
+
+
+def test_unknown_validation_label(capsys, tiny_bert_dir, tmp_path):
+    train, _ = good_files(tmp_path)
+    records = list_records(4)
+    records[1]["mood"] = ["happy", "furious"]
+    dev = write_jsonl(tmp_path / "dev.jsonl", records)
+    args = ["--train_file", str(train), "--validation_file", str(dev), "--task_columns", "mood", "--do_train"]
+    run_expecting_error(capsys, tiny_bert_dir, tmp_path, args, "dev.jsonl, row 2, column 'mood'", "'furious'")
+
+
+def test_malformed_json_line(capsys, tiny_bert_dir, tmp_path):
+    train, _ = good_files(tmp_path)
+    lines = train.read_text().splitlines()
+    lines[4] = lines[4][:-3]
+    train.write_text("\n".join(lines) + "\n")
+    args = ["--train_file", str(train), "--task_columns", "mood", "--do_train"]
+    run_expecting_error(capsys, tiny_bert_dir, tmp_path, args, "train.jsonl, line 5: malformed JSON")
+
+
+def test_column_mixing_label_formats(capsys, tiny_bert_dir, tmp_path):
+    records = list_records(8)
+    records[6]["mood"] = "happy,sad"
+    train = write_jsonl(tmp_path / "train.jsonl", records)
+    args = ["--train_file", str(train), "--task_columns", "mood", "--do_train"]
+    run_expecting_error(capsys, tiny_bert_dir, tmp_path, args, "column 'mood'", "list (line 1) and string (line 7)")
+
+
+def test_csv_row_with_wrong_field_count(capsys, tiny_bert_dir, tmp_path):
+    train = write_csv(tmp_path / "train.csv", ["text", "mood"], [["a", "happy"], ["b", "sad", "extra"]])
+    args = ["--train_file", str(train), "--task_columns", "mood", "--do_train"]
+    run_expecting_error(capsys, tiny_bert_dir, tmp_path, args, "train.csv, line 3", "expected 2 fields (','-separated), found 3")
+
+
+def test_file_not_utf8(capsys, tiny_bert_dir, tmp_path):
+    train = tmp_path / "train.csv"
+    train.write_bytes("text,mood\ncaf\xe9 ok,happy\n".encode("latin-1"))
+    args = ["--train_file", str(train), "--task_columns", "mood", "--do_train"]
+    run_expecting_error(capsys, tiny_bert_dir, tmp_path, args, "train.csv, line 2: not valid UTF-8")
+
+
+def test_partly_annotated_wide_row(capsys, tiny_bert_dir, tmp_path):
+    records = wide_records(8)
+    records[3][2] = ""
+    train = write_csv(tmp_path / "train.csv", WIDE_HEADER, records)
+    args = ["--train_file", str(train), "--wide_tasks", "mood", "--do_train"]
+    run_expecting_error(capsys, tiny_bert_dir, tmp_path, args, "train.csv, row 4", "partly annotated", "mood/sad")
+
+
+def test_empty_label_between_delimiters(capsys, tiny_bert_dir, tmp_path):
+    records = delimited_records(8)
+    records[1][1] = "sad,,angry"
+    train = write_csv(tmp_path / "train.csv", ["text", "mood", "topic"], records)
+    args = ["--train_file", str(train), "--task_columns", "mood", "--do_train"]
+    run_expecting_error(capsys, tiny_bert_dir, tmp_path, args, "train.csv, row 2, column 'mood'", "empty label")
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--dataset_name", "some/dataset"], "exclude each other"),
+        (["--early_stopping_patience", "2", "--eval_strategy", "no"], "--eval_strategy must not be 'no'"),
+        (["--metric_for_best_model", "eval_mood_f2", "--eval_strategy", "epoch"], "'eval_mood_f2' is not computed"),
+        (["--do_predict"], "--do_predict needs test data"),
+        (["--task_weights", "mood=heavy"], "'mood=heavy' is not 'task=number'"),
+    ],
+)
+def test_conflicting_or_wrong_flags(capsys, tiny_bert_dir, tmp_path, extra, expected):
+    train, _ = good_files(tmp_path)
+    args = ["--train_file", str(train), "--task_columns", "mood", "--do_train", *extra]
+    run_expecting_error(capsys, tiny_bert_dir, tmp_path, args, expected)
+
+
+def test_unknown_key_in_config_file(capsys, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("train_file: t.jsonl\nlearning_rat: 2e-5\n")
+    assert cli([str(config)]) == 2
+    assert f"{config}: unknown keys ['learning_rat']" in capsys.readouterr().err
+
+
+def test_task_without_positive_example_is_a_warning(tiny_bert_dir, tmp_path, caplog):
+    records = list_records(8)
+    for record in records:
+        record["never"] = []
+    records[0]["never"] = None
+    train = write_jsonl(tmp_path / "train.jsonl", records)
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"never": ["x", "y"]}))
+    args = base_args(tiny_bert_dir, tmp_path / "out", "--train_file", str(train), "--task_columns", "mood,never")
+    args += ["--labels_file", str(labels), "--do_train", "--max_steps", "1"]
+    with caplog.at_level(logging.WARNING, logger="mtl_model"):
+        assert cli(args) == 0
+    assert "Task 'never' has no positive example in the training split" in caplog.text
+
+
+def test_bad_input_exits_2_from_the_command_line(tiny_bert_dir, tmp_path):
+    train = write_csv(tmp_path / "train.csv", ["text", "mood"], [["a", "happy"], ["b", "sad", "extra"]])
+    completed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "run_mtl_classification.py"), "--model_name_or_path", str(tiny_bert_dir),
+         "--train_file", str(train), "--task_columns", "mood", "--do_train", "--output_dir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines()[-1].startswith(f"error: {train}, line 3")
+    assert "Traceback" not in completed.stderr

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, precision_score, recall_score
+
+from mtl_model.metrics import metric_names, multitask_metrics
+
+TASKS = {"a": ["x", "y", "z"], "b": ["p", "q"], "c": ["u", "v", "w", "t"]}
+SLICES = {"a": slice(0, 3), "b": slice(3, 5), "c": slice(5, 9)}
+
+
+def random_case(seed: int, rows: int = 60):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(rows, 9))
+    labels = (rng.random((rows, 9)) < 0.3).astype(np.float32)
+    for task_slice in SLICES.values():  # each task unannotated on a different random quarter of the rows
+        labels[rng.random(rows) < 0.25, task_slice] = -100
+    thresholds = {task: rng.uniform(0.3, 0.7, size=len(names)).tolist() for task, names in TASKS.items()}
+    return logits, labels, thresholds
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_metrics_equal_sklearn_with_masks_and_thresholds(seed):
+    logits, labels, thresholds = random_case(seed)
+    metrics = multitask_metrics(logits, labels, TASKS, thresholds)
+    scores = 1 / (1 + np.exp(-logits))
+    predicted = (scores >= np.concatenate([thresholds[t] for t in TASKS])).astype(int)
+
+    per_label_f1, pooled_truth, pooled_guess = [], [], []
+    for task, task_slice in SLICES.items():
+        annotated = labels[:, task_slice.start] != -100
+        truth, guess = labels[annotated, task_slice].astype(int), predicted[annotated, task_slice]
+        for average in ("macro", "micro"):
+            options = dict(average=average, zero_division=0)
+            assert metrics[f"{task}_{average}_f1"] == pytest.approx(f1_score(truth, guess, **options))
+            assert metrics[f"{task}_{average}_precision"] == pytest.approx(precision_score(truth, guess, **options))
+            assert metrics[f"{task}_{average}_recall"] == pytest.approx(recall_score(truth, guess, **options))
+        per_label_f1.extend(f1_score(truth, guess, average=None, zero_division=0))
+        pooled_truth.append(truth.ravel())
+        pooled_guess.append(guess.ravel())
+    assert metrics["macro_f1"] == pytest.approx(np.mean(per_label_f1))
+    assert metrics["micro_f1"] == pytest.approx(
+        f1_score(np.concatenate(pooled_truth), np.concatenate(pooled_guess), zero_division=0)
+    )
+
+
+def test_task_without_annotation_is_left_out():
+    logits, labels, thresholds = random_case(0)
+    labels[:, SLICES["b"]] = -100
+    metrics = multitask_metrics(logits, labels, TASKS, thresholds)
+    assert not any(key.startswith("b_") for key in metrics)
+    assert set(metrics) <= set(metric_names(TASKS))
+
+
+def test_metric_names_cover_every_key():
+    logits, labels, thresholds = random_case(1)
+    assert set(multitask_metrics(logits, labels, TASKS, thresholds)) == set(metric_names(TASKS))

@@ -1,0 +1,206 @@
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import TINY_BERT
+from torch.nn import functional as F
+from transformers import AutoConfig, AutoTokenizer, BertModel
+
+from mtl_model import BertForMultiTaskMultiLabel, BertMultiTaskConfig
+from mtl_model.loading import build_config, enable_remote_code, load_model
+
+TASKS = {"emotion": ["joy", "anger", "fear"], "sentiment": ["positive", "negative"], "topic": ["a", "b", "c", "d"]}
+
+
+def tiny_model(pooling="mean", **config_options) -> BertForMultiTaskMultiLabel:
+    torch.manual_seed(0)
+    config = BertMultiTaskConfig(**TINY_BERT, tasks=TASKS, pooling=pooling, **config_options)
+    return BertForMultiTaskMultiLabel(config).eval()
+
+
+def random_batch(batch_size=4, length=7):
+    generator = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(5, 100, (batch_size, length), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[0, 4:] = 0
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "pooler"])
+def test_forward_shapes(pooling):
+    model = tiny_model(pooling)
+    output = model(**random_batch())
+    assert output.logits.shape == (4, 9)
+    assert output.loss is None and output.task_losses is None
+    assert (model.bert.pooler is not None) == (pooling == "pooler")
+
+
+def test_mean_pooling_ignores_padding():
+    model = tiny_model("mean")
+    batch = random_batch()
+    padded = model(**batch).logits[0]
+    trimmed = model(input_ids=batch["input_ids"][:1, :4], attention_mask=batch["attention_mask"][:1, :4]).logits[0]
+    torch.testing.assert_close(padded, trimmed, atol=1e-5, rtol=1e-5)
+
+
+def test_masked_loss_equals_hand_computed_weighted_bce():
+    model = tiny_model(task_weights={"emotion": 2.0, "sentiment": 0.5})
+    labels = torch.tensor(
+        [
+            [1, 0, 0, 0, 1, 0, 0, 1, 0],
+            [-100, -100, -100, 1, 0, 0, 0, 0, 0],  # emotion not annotated
+            [0, 0, 0, -100, -100, 1, 1, 0, 0],  # sentiment not annotated
+            [0, 0, 0, 0, 0, 0, 0, 0, 0],  # annotated everywhere, no positive label
+        ],
+        dtype=torch.float,
+    )
+    output = model(**random_batch(), labels=labels)
+    expected, expected_tasks = 0.0, []
+    for (task, weight), columns, rows in [
+        (("emotion", 2.0), slice(0, 3), [0, 2, 3]),
+        (("sentiment", 0.5), slice(3, 5), [0, 1, 3]),
+        (("topic", 1.0), slice(5, 9), [0, 1, 2, 3]),
+    ]:
+        task_loss = F.binary_cross_entropy_with_logits(output.logits[rows, columns], labels[rows, columns])
+        expected_tasks.append(task_loss)
+        expected = expected + weight * task_loss
+    torch.testing.assert_close(output.task_losses, torch.stack(expected_tasks))
+    torch.testing.assert_close(output.loss, expected)
+
+
+def test_loss_with_given_counts_is_sum_over_count():
+    model = tiny_model()
+    labels = torch.zeros(4, 9)
+    output = model(**random_batch(), labels=labels, num_items_in_batch=torch.tensor([24, 16, 32]))
+    per_entry = F.binary_cross_entropy_with_logits(output.logits, labels, reduction="none")
+    sums = torch.stack([per_entry[:, :3].sum(), per_entry[:, 3:5].sum(), per_entry[:, 5:].sum()])
+    torch.testing.assert_close(output.task_losses, sums / torch.tensor([24.0, 16.0, 32.0]))
+
+
+def test_decode_uses_stored_thresholds():
+    model = tiny_model(thresholds={"emotion": [0.5, 0.9, 0.1]})
+    logits = torch.zeros(1, 9)  # sigmoid 0.5 everywhere
+    logits[0, 3] = -3.0  # sentiment/positive far below 0.5
+    decoded = model.decode(logits)
+    assert decoded == [{"emotion": ["joy", "fear"], "sentiment": ["negative"], "topic": ["a", "b", "c", "d"]}]
+
+
+def test_config_round_trip_keeps_tasks_order_thresholds_and_options(tmp_path):
+    tasks = {"zeta": ["z2", "z1"], "alpha": ["a1"], "mid": ["m1", "m2", "m3"]}
+    config = BertMultiTaskConfig(
+        **TINY_BERT,
+        tasks=tasks,
+        task_weights={"alpha": 3.0},
+        thresholds={"mid": [0.2, 0.3, 0.4]},
+        pooling="cls",
+        classifier_dropout=0.2,
+    )
+    config.save_pretrained(tmp_path)
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert list(loaded.tasks.items()) == list(tasks.items())
+    assert loaded.thresholds == {"zeta": [0.5, 0.5], "alpha": [0.5], "mid": [0.2, 0.3, 0.4]}
+    assert loaded.task_weights == {"zeta": 1.0, "alpha": 3.0, "mid": 1.0}
+    assert (loaded.pooling, loaded.classifier_dropout) == ("cls", 0.2)
+    assert loaded.id2label[0] == "zeta/z2" and loaded.label2id["mid/m3"] == 5
+    assert loaded.problem_type == "multi_label_classification"
+
+
+@pytest.mark.parametrize(
+    "tasks, message",
+    [
+        ({"a/b": ["x"]}, "may not contain '/'"),
+        ({"a": []}, "has no labels"),
+        ({"a": ["x", "x"]}, "lists a label twice"),
+    ],
+)
+def test_config_rejects_bad_tasks(tasks, message):
+    with pytest.raises(ValueError, match=message):
+        BertMultiTaskConfig(tasks=tasks)
+
+
+def test_build_from_bert_checkpoint_initialises_fresh_heads(tiny_bert_dir):
+    config = build_config(str(tiny_bert_dir), TASKS, "mean", {"topic": 0.3})
+    model = load_model(str(tiny_bert_dir), config)
+    assert config.hidden_size == 32 and config.model_type == "bert_multitask"
+    assert [head.out_features for head in model.heads] == [3, 2, 4]
+    reference = BertModel.from_pretrained(tiny_bert_dir)
+    torch.testing.assert_close(
+        model.bert.embeddings.word_embeddings.weight, reference.embeddings.word_embeddings.weight
+    )
+
+
+REMOTE_LOAD_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    # The package may be installed in this environment: hide it, as on a machine that only has the saved files.
+    class BlockProjectPackage:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "mtl_model":
+                raise ImportError(f"{name} is hidden in this test")
+
+    sys.meta_path.insert(0, BlockProjectPackage())
+    directory, batch_file, results_file = sys.argv[1:4]
+    try:
+        import mtl_model  # noqa: F401
+        raise SystemExit("mtl_model must not be importable here")
+    except ImportError:
+        pass
+    batch = {key: torch.tensor(value) for key, value in json.load(open(batch_file)).items()}
+    results = {}
+    for auto_class in (AutoModel, AutoModelForSequenceClassification):
+        model = auto_class.from_pretrained(directory, trust_remote_code=True).eval()
+        with torch.no_grad():
+            results[auto_class.__name__] = model(**batch).logits.tolist()
+    config = AutoConfig.from_pretrained(directory, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    classifier = pipeline("text-classification", model=directory, top_k=None, trust_remote_code=True)
+    results["pipeline"] = classifier(["i love this movie", "bad day"])
+    results["predict"] = model.predict(["i love this movie"], tokenizer)
+    results["config"] = {"class": type(config).__name__, "tasks": config.tasks, "thresholds": config.thresholds}
+    json.dump(results, open(results_file, "w"))
+    """
+)
+
+
+def test_saved_model_loads_with_remote_code_in_a_fresh_interpreter(tiny_bert_dir, tmp_path):
+    config = build_config(str(tiny_bert_dir), TASKS, "mean")
+    config.thresholds["emotion"] = [0.1, 0.2, 0.3]
+    model = load_model(str(tiny_bert_dir), config).eval()
+    saved = tmp_path / "saved"
+    model.save_pretrained(saved)
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(saved)
+    saved_config = json.loads((saved / "config.json").read_text())
+    assert set(saved_config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForSequenceClassification"}
+    assert {"modeling_mtl.py", "configuration_mtl.py", "model.safetensors"} <= {p.name for p in saved.iterdir()}
+
+    batch = random_batch()
+    with torch.no_grad():
+        expected = model(**batch).logits
+    batch_file = tmp_path / "batch.json"
+    batch_file.write_text(json.dumps({key: value.tolist() for key, value in batch.items()}))
+    script = tmp_path / "load.py"
+    script.write_text(REMOTE_LOAD_SCRIPT)
+    # Run from an empty directory so neither the repo nor an installed mtl_model package is importable.
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-I", str(script), str(saved), str(batch_file), str(tmp_path / "results.json")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    for name in ("AutoModel", "AutoModelForSequenceClassification"):
+        assert torch.equal(torch.tensor(results[name]), expected), name
+    assert results["config"] == {"class": "BertMultiTaskConfig", "tasks": TASKS, "thresholds": config.thresholds}
+    labels = {item["label"] for item in results["pipeline"][0]}
+    assert labels == set(config.label_names) and all(0 < item["score"] < 1 for item in results["pipeline"][0])
+    assert set(results["predict"][0]) == set(TASKS)

@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_BERT
+from datasets import Dataset
+from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArguments
+
+from mtl_model import BertForMultiTaskMultiLabel, BertMultiTaskConfig
+from mtl_model.metrics import build_compute_metrics
+from mtl_model.trainer import MultiTaskTrainer
+
+TASKS = {"emotion": ["joy", "anger", "fear"], "sentiment": ["positive", "negative"]}
+M = -100.0
+# Eight examples whose masks differ between the two halves: the first four annotate `emotion` once, the last four
+# three times, so a per-micro-batch mean weighs entries differently from the exact per-task normalisation.
+LABELS = [
+    [1, 0, 0, 1, 0],
+    [M, M, M, 0, 1],
+    [M, M, M, 1, 1],
+    [M, M, M, 0, 0],
+    [0, 1, 0, M, M],
+    [1, 1, 0, 1, 0],
+    [0, 0, 1, M, M],
+    [M, M, M, 0, 1],
+]
+
+
+def tiny_model() -> BertForMultiTaskMultiLabel:
+    torch.manual_seed(0)
+    return BertForMultiTaskMultiLabel(BertMultiTaskConfig(**TINY_BERT, tasks=TASKS))
+
+
+def tiny_dataset() -> Dataset:
+    rng = np.random.default_rng(0)
+    lengths = [5, 9, 3, 7, 12, 4, 6, 8]
+    input_ids = [[2, *rng.integers(5, 100, size=n).tolist(), 3] for n in lengths]
+    return Dataset.from_dict(
+        {"input_ids": input_ids, "attention_mask": [[1] * len(ids) for ids in input_ids], "labels": LABELS}
+    )
+
+
+def train_one_step(tmp_path, tiny_bert_dir, batch_size: int, accumulation: int):
+    model = tiny_model()
+    args = TrainingArguments(
+        output_dir=str(tmp_path / f"b{batch_size}x{accumulation}"),
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        learning_rate=0.5,
+        optim="sgd",  # plain SGD: AdamW's normalisation would hide a wrongly scaled loss
+        lr_scheduler_type="constant",
+        train_sampling_strategy="sequential",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=0,
+    )
+    trainer = MultiTaskTrainer(
+        model=model,
+        args=args,
+        train_dataset=tiny_dataset(),
+        data_collator=DataCollatorWithPadding(AutoTokenizer.from_pretrained(tiny_bert_dir)),
+    )
+    trainer.train()
+    return model, trainer.state.log_history[0]
+
+
+def test_gradient_accumulation_2x4_equals_1x8_under_sgd(tmp_path, tiny_bert_dir):
+    full, full_log = train_one_step(tmp_path, tiny_bert_dir, batch_size=8, accumulation=1)
+    accumulated, accumulated_log = train_one_step(tmp_path, tiny_bert_dir, batch_size=4, accumulation=2)
+
+    initial = dict(tiny_model().named_parameters())
+    moved = max((p - initial[name]).abs().max().item() for name, p in full.named_parameters())
+    assert moved > 1e-3  # the step really changed the weights
+    for (name, p_full), (_, p_accumulated) in zip(full.named_parameters(), accumulated.named_parameters()):
+        torch.testing.assert_close(p_accumulated, p_full, atol=1e-6, rtol=1e-5, msg=name)
+    for key in ("loss", "emotion_loss", "sentiment_loss"):
+        assert accumulated_log[key] == pytest.approx(full_log[key], abs=1e-3), key
+
+
+def test_exact_loss_differs_from_mean_of_micro_batch_losses(tiny_bert_dir):
+    """Guards the test above: with these masks, the naive per-micro-batch mean gives another loss."""
+    model = tiny_model().eval()
+    collate = DataCollatorWithPadding(AutoTokenizer.from_pretrained(tiny_bert_dir))
+    rows = list(tiny_dataset())
+    full = model(**collate(rows)).loss
+    halves = (model(**collate(rows[:4])).loss + model(**collate(rows[4:])).loss) / 2
+    assert abs(full.item() - halves.item()) > 1e-3
+
+
+def test_logged_task_losses_match_the_model_and_predictions_hold_only_logits(tmp_path, tiny_bert_dir):
+    model, log = train_one_step(tmp_path, tiny_bert_dir, batch_size=8, accumulation=1)
+    initial = tiny_model().eval()
+    collate = DataCollatorWithPadding(AutoTokenizer.from_pretrained(tiny_bert_dir))
+    with torch.no_grad():
+        expected = initial(**collate(list(tiny_dataset()))).task_losses
+    assert log["emotion_loss"] == pytest.approx(expected[0].item(), abs=1e-4)
+    assert log["sentiment_loss"] == pytest.approx(expected[1].item(), abs=1e-4)
+
+    trainer = MultiTaskTrainer(
+        model=model,
+        args=TrainingArguments(output_dir=str(tmp_path / "predict"), report_to="none", per_device_eval_batch_size=3),
+        data_collator=collate,
+        compute_metrics=build_compute_metrics(model.config),
+    )
+    output = trainer.predict(tiny_dataset())
+    assert isinstance(output.predictions, np.ndarray) and output.predictions.shape == (8, 5)
+    assert "test_emotion_macro_f1" in output.metrics and "test_micro_f1" in output.metrics
