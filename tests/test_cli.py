@@ -112,7 +112,9 @@ def test_jsonl_with_label_lists(tiny_bert_dir, tmp_path):
     args = base_args(tiny_bert_dir, out, "--train_file", str(train), "--validation_file", str(dev))
     args += ["--test_file", str(test), "--task_columns", "mood,topic", "--do_train", "--do_eval", "--do_predict"]
     assert cli(args) == 0
-    check_complete_run(out, {"mood": sorted(MOODS), "topic": sorted(TOPICS)}, 5, [r["text"] for r in list_records(5, offset=1)])
+    check_complete_run(
+        out, {"mood": sorted(MOODS), "topic": sorted(TOPICS)}, 5, [r["text"] for r in list_records(5, offset=1)]
+    )
 
 
 def test_csv_with_delimited_strings_and_carved_validation(tiny_bert_dir, tmp_path):
@@ -203,7 +205,9 @@ def test_early_stopping_ends_the_run_early(tiny_bert_dir, tmp_path):
     state = json.loads((out / "trainer_state.json").read_text())
     evaluations = [entry for entry in state["log_history"] if "eval_macro_f1" in entry]
     assert len(evaluations) == 2 and state["epoch"] == 2.0  # the metric cannot improve at learning rate 0
-    assert state["best_metric"] is not None
+    assert state["best_metric"] == evaluations[0]["eval_macro_f1"]
+    training_args = torch.load(out / "training_args.bin", weights_only=False)
+    assert training_args.metric_for_best_model == "macro_f1" and training_args.load_best_model_at_end
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -291,7 +295,9 @@ def test_column_mixing_label_formats(capsys, tiny_bert_dir, tmp_path):
 def test_csv_row_with_wrong_field_count(capsys, tiny_bert_dir, tmp_path):
     train = write_csv(tmp_path / "train.csv", ["text", "mood"], [["a", "happy"], ["b", "sad", "extra"]])
     args = ["--train_file", str(train), "--task_columns", "mood", "--do_train"]
-    run_expecting_error(capsys, tiny_bert_dir, tmp_path, args, "train.csv, line 3", "expected 2 fields (','-separated), found 3")
+    run_expecting_error(
+        capsys, tiny_bert_dir, tmp_path, args, "train.csv, line 3", "expected 2 fields (','-separated), found 3"
+    )
 
 
 def test_file_not_utf8(capsys, tiny_bert_dir, tmp_path):

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from transformers import AutoConfig, AutoTokenizer, BertModel
 
 from mtl_model import BertForMultiTaskMultiLabel, BertMultiTaskConfig
-from mtl_model.loading import build_config, enable_remote_code, load_model
+from mtl_model.loading import build_config, load_model
 
 TASKS = {"emotion": ["joy", "anger", "fear"], "sentiment": ["positive", "negative"], "topic": ["a", "b", "c", "d"]}
 
@@ -59,10 +59,11 @@ def test_masked_loss_equals_hand_computed_weighted_bce():
     )
     output = model(**random_batch(), labels=labels)
     expected, expected_tasks = 0.0, []
-    for (task, weight), columns, rows in [
-        (("emotion", 2.0), slice(0, 3), [0, 2, 3]),
-        (("sentiment", 0.5), slice(3, 5), [0, 1, 3]),
-        (("topic", 1.0), slice(5, 9), [0, 1, 2, 3]),
+    # (weight, the task's label columns, the rows annotated for it)
+    for weight, columns, rows in [
+        (2.0, slice(0, 3), [0, 2, 3]),
+        (0.5, slice(3, 5), [0, 1, 3]),
+        (1.0, slice(5, 9), [0, 1, 2, 3]),
     ]:
         task_loss = F.binary_cross_entropy_with_logits(output.logits[rows, columns], labels[rows, columns])
         expected_tasks.append(task_loss)
