@@ -30,6 +30,7 @@ from mtl_model.arguments import (
 from mtl_model.data import (
     DataError,
     DataSpec,
+    capped_pos_weight,
     carve_validation,
     encode_splits,
     load_raw_splits,
@@ -37,8 +38,8 @@ from mtl_model.data import (
     select_first,
 )
 from mtl_model.loading import build_config, load_model, trained_tasks
-from mtl_model.metrics import build_compute_metrics, metric_names
-from mtl_model.report import render_model_card, write_predictions
+from mtl_model.metrics import build_compute_metrics, metric_names, metrics_at_threshold
+from mtl_model.report import render_model_card, write_evaluation_report, write_predictions
 from mtl_model.trainer import MultiTaskTrainer
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def main(argv: list[str]) -> None:
         data_args.dataset_config_name,
         model_args.cache_dir,
     )
-    raw = keep_needed_splits(raw, training_args)
+    raw = keep_needed_splits(raw, training_args, data_args.tune_thresholds)
     raw = select_first(raw, sample_limits(data_args))
     spec = DataSpec(
         text_column=data_args.text_column_name,
@@ -74,6 +75,7 @@ def main(argv: list[str]) -> None:
         raw, where, spec, trained_tasks(model_args.model_name_or_path, model_args.cache_dir)
     )
     check_metric_for_best_model(training_args, metric_names(tasks))
+    task_weights = model_args.parsed_task_weights(tasks)
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.tokenizer_name or model_args.model_name_or_path, cache_dir=model_args.cache_dir
     )
@@ -81,17 +83,22 @@ def main(argv: list[str]) -> None:
         encoded = encode_splits(
             raw, where, spec, tasks, sources, tokenizer, data_args.overwrite_cache, data_args.preprocessing_num_workers
         )
-    encoded = select_first(carve_validation(encoded, data_args.validation_split_percentage, training_args.seed),
-                           sample_limits(data_args))  # fmt: skip
+    encoded = carve_validation(encoded, data_args.validation_split_percentage, training_args.seed)
+    encoded = select_first(encoded, sample_limits(data_args))
 
     # Model
+    pos_weight = None
+    if model_args.pos_weight_cap and "train" in encoded:
+        pos_weight = capped_pos_weight(encoded["train"], tasks, model_args.pos_weight_cap)
     config = build_config(
         model_args.model_name_or_path,
         tasks,
         model_args.pooling,
-        model_args.parsed_task_weights(),
+        task_weights,
         model_args.classifier_dropout,
         model_args.cache_dir,
+        **model_args.loss_options(),
+        pos_weight=pos_weight,
     )
     model = load_model(model_args.model_name_or_path, config, model_args.cache_dir)
 
@@ -104,6 +111,7 @@ def main(argv: list[str]) -> None:
         data_collator=DataCollatorWithPadding(tokenizer),  # dynamic padding: each batch to its longest text
         compute_metrics=build_compute_metrics(model.config),
         callbacks=early_stopping_callbacks(data_args),
+        head_learning_rate=model_args.head_learning_rate,
     )
 
     metrics = {}
@@ -116,6 +124,11 @@ def main(argv: list[str]) -> None:
         metrics.update(result.metrics, train_samples=len(encoded["train"]))
         trainer.log_metrics("train", result.metrics)
         trainer.save_state()
+    if data_args.tune_thresholds:
+        thresholds = trainer.tune_thresholds(encoded["validation"], data_args.min_positives_to_tune)
+        logger.info("Thresholds tuned on the validation split: %s", thresholds)
+        if trainer.is_world_process_zero():
+            model.config.save_pretrained(training_args.output_dir)
     if training_args.do_eval:
         eval_metrics = trainer.evaluate(encoded["validation"])
         metrics.update(eval_metrics, eval_samples=len(encoded["validation"]))
@@ -123,12 +136,15 @@ def main(argv: list[str]) -> None:
     if training_args.do_predict:
         output = trainer.predict(encoded["test"], metric_key_prefix="test")
         metrics.update(output.metrics, test_samples=len(encoded["test"]))
+        if data_args.tune_thresholds and output.label_ids is not None:
+            metrics.update(metrics_at_threshold(output.predictions, output.label_ids, model.config.tasks, "test"))
         trainer.log_metrics("test", output.metrics)
         if trainer.is_world_process_zero():
             test = raw["test"].select(range(len(encoded["test"])))
             path = Path(training_args.output_dir) / "predictions.jsonl"
             write_predictions(path, [test[column] for column in spec.text_columns], output.predictions, model.config)
             logger.info("Predictions written to %s", path)
+    write_report_for_a_labelled_split(trainer, encoded, output if training_args.do_predict else None)
 
     trainer.save_metrics("all", metrics, combined=False)
     if trainer.is_world_process_zero():
@@ -136,6 +152,21 @@ def main(argv: list[str]) -> None:
         trainer.create_model_card()
     if training_args.push_to_hub:
         trainer.push_to_hub()
+
+
+def write_report_for_a_labelled_split(trainer, encoded, test_output) -> None:
+    """Per-label report on the labelled test predictions, else on the validation split when there is one.
+    Every process predicts (a collective under data parallelism); the main process writes."""
+    if test_output is not None and test_output.label_ids is not None:
+        split, logits, labels = "test", test_output.predictions, test_output.label_ids
+    elif "validation" in encoded:
+        output = trainer.predict(encoded["validation"], metric_key_prefix="eval")
+        split, logits, labels = "validation", output.predictions, output.label_ids
+    else:
+        return
+    if trainer.is_world_process_zero():
+        written = write_evaluation_report(trainer.args.output_dir, split, logits, labels, trainer.model.config)
+        logger.info("Evaluation report: %s", ", ".join(str(path) for path in written))
 
 
 def setup_logging(training_args) -> None:
@@ -153,16 +184,17 @@ def setup_logging(training_args) -> None:
     transformers.utils.logging.enable_explicit_format()
 
 
-def keep_needed_splits(raw, training_args):
+def keep_needed_splits(raw, training_args, tune_thresholds: bool):
     """Only the splits the requested phases use; a missing one is an error now rather than after training.
     Train is always kept: it defines the label sets, and validation can be carved from it."""
     if training_args.do_train and "train" not in raw:
         raise DataError("--do_train needs training data (--train_file or a dataset with a train split)")
-    if training_args.do_eval and "validation" not in raw and "train" not in raw:
-        raise DataError("--do_eval needs validation data (--validation_file, or training data to split it from)")
+    needs_validation = training_args.do_eval or tune_thresholds
+    if needs_validation and "validation" not in raw and "train" not in raw:
+        raise DataError("--do_eval and --tune_thresholds need validation data (or training data to split it from)")
     if training_args.do_predict and "test" not in raw:
         raise DataError("--do_predict needs test data (--test_file or a dataset with a test split)")
-    wanted = {"train", "validation"} if training_args.do_train or training_args.do_eval else {"train"}
+    wanted = {"train", "validation"} if training_args.do_train or needs_validation else {"train"}
     wanted |= {"test"} if training_args.do_predict else set()
     return raw.__class__({split: dataset for split, dataset in raw.items() if split in wanted})
 

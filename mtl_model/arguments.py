@@ -59,11 +59,34 @@ class ModelArguments:
     task_weights: str | None = field(
         default=None, metadata={"help": "Loss weight per task, e.g. 'emotion=1,sentiment=0.5' (default 1 each)."}
     )
+    loss_type: str = field(
+        default="bce",
+        metadata={"help": "Per-entry loss: bce, focal or asl (asymmetric loss).", "choices": ["bce", "focal", "asl"]},
+    )
+    focal_gamma: float = field(default=2.0, metadata={"help": "Focusing exponent of the focal loss."})
+    asl_gamma_positive: float = field(default=0.0, metadata={"help": "ASL exponent on positives."})
+    asl_gamma_negative: float = field(default=4.0, metadata={"help": "ASL exponent on negatives."})
+    asl_clip: float = field(default=0.05, metadata={"help": "ASL probability margin below which negatives cost 0."})
+    pos_weight_cap: float | None = field(
+        default=None,
+        metadata={"help": "Weight each label's positives by its training negative/positive ratio, capped at this."},
+    )
+    head_learning_rate: float = field(
+        default=3e-3,
+        metadata={"help": "Peak learning rate of the task heads; the encoder uses --learning_rate (BENCHMARKS.md)."},
+    )
 
     def __post_init__(self):
         self.model_name_or_path = self.model_name_or_path or bundled_encoder_path() or "bert-base-uncased"
+        if self.loss_type == "asl" and self.pos_weight_cap:
+            raise ArgumentError("--pos_weight_cap applies to the bce and focal losses, not to --loss_type asl")
 
-    def parsed_task_weights(self) -> dict[str, float]:
+    def loss_options(self) -> dict:
+        """The loss fields of the model config."""
+        names = ("loss_type", "focal_gamma", "asl_gamma_positive", "asl_gamma_negative", "asl_clip")
+        return {name: getattr(self, name) for name in names}
+
+    def parsed_task_weights(self, tasks: dict[str, list[str]]) -> dict[str, float]:
         weights = {}
         for item in filter(None, (piece.strip() for piece in (self.task_weights or "").split(","))):
             task, _, value = item.partition("=")
@@ -71,6 +94,9 @@ class ModelArguments:
                 weights[task.strip()] = float(value)
             except ValueError:
                 raise ArgumentError(f"--task_weights: {item!r} is not 'task=number'") from None
+        unknown = sorted(set(weights) - set(tasks))
+        if unknown:
+            raise ArgumentError(f"--task_weights names unknown tasks {unknown}; tasks are {list(tasks)}")
         return weights
 
 
@@ -105,6 +131,13 @@ class DataTrainingArguments:
     )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
     overwrite_cache: bool = field(default=False, metadata={"help": "Re-tokenize even if cached."})
+    tune_thresholds: bool = field(
+        default=False,
+        metadata={"help": "After training, set each label's threshold to maximise its F1 on the validation split."},
+    )
+    min_positives_to_tune: int = field(
+        default=5, metadata={"help": "Labels with fewer validation positives keep the threshold 0.5."}
+    )
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop after N evaluations without improvement of metric_for_best_model."}
     )

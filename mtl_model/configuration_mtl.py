@@ -7,6 +7,7 @@ Self-contained (imports only transformers) so that `save_pretrained` can copy it
 from transformers import BertConfig
 
 POOLING_CHOICES = ("mean", "cls", "pooler")
+LOSS_CHOICES = ("bce", "focal", "asl")
 TASK_LABEL_SEPARATOR = "/"
 
 
@@ -24,6 +25,12 @@ class BertMultiTaskConfig(BertConfig):
         pooling (`str`, *optional*, defaults to `"mean"`):
             How a text becomes one vector: `"mean"` (masked mean of the last hidden states), `"cls"` (raw [CLS]
             hidden state) or `"pooler"` (BERT's dense + tanh pooler, as `BertForSequenceClassification` uses it).
+        loss_type (`str`, *optional*, defaults to `"bce"`):
+            Per-entry loss: `"bce"`, `"focal"` (BCE × (1 - p_t)^focal_gamma, Lin et al. 2017) or `"asl"` (asymmetric
+            loss, Ridnik et al. 2021: positives weighted by (1 - p)^asl_gamma_positive, negatives by
+            p_m^asl_gamma_negative with p_m = max(p - asl_clip, 0)).
+        pos_weight (`dict[str, list[float]]`, *optional*):
+            Per-label weight of the positive term of the BCE (e.g. capped negative/positive ratios); none by default.
     """
 
     model_type = "bert_multitask"
@@ -34,14 +41,28 @@ class BertMultiTaskConfig(BertConfig):
     task_weights: dict[str, float] | None = None
     thresholds: dict[str, list[float]] | None = None
     pooling: str = "mean"
+    loss_type: str = "bce"
+    focal_gamma: float = 2.0
+    asl_gamma_positive: float = 0.0
+    asl_gamma_negative: float = 4.0
+    asl_clip: float = 0.05
+    pos_weight: dict[str, list[float]] | None = None
 
     def __post_init__(self, **kwargs):
         self.tasks = _tasks_in_saved_order(self.tasks or {}, self.id2label)
         _check_tasks(self.tasks)
         if self.pooling not in POOLING_CHOICES:
             raise ValueError(f"pooling must be one of {POOLING_CHOICES}, got {self.pooling!r}")
+        if self.loss_type not in LOSS_CHOICES:
+            raise ValueError(f"loss_type must be one of {LOSS_CHOICES}, got {self.loss_type!r}")
+        if self.pos_weight is not None and self.loss_type == "asl":
+            raise ValueError(
+                "pos_weight applies to the bce and focal losses; ASL weighs positives by its own exponents"
+            )
+        if self.pos_weight is not None:
+            self.pos_weight = _complete_per_label(self.tasks, self.pos_weight, 1.0, "pos_weight")
         self.task_weights = {task: float((self.task_weights or {}).get(task, 1.0)) for task in self.tasks}
-        self.thresholds = _complete_thresholds(self.tasks, self.thresholds or {})
+        self.thresholds = _complete_per_label(self.tasks, self.thresholds or {}, 0.5, "thresholds")
         if self.tasks:
             # The stock pipeline and AutoModelForSequenceClassification users see every label as "task/label".
             self.id2label = dict(enumerate(self.label_names))
@@ -97,13 +118,16 @@ def _check_tasks(tasks: dict[str, list[str]]) -> None:
             raise ValueError(f"Task {task!r} lists a label twice: {labels}")
 
 
-def _complete_thresholds(tasks: dict[str, list[str]], thresholds: dict) -> dict[str, list[float]]:
+def _complete_per_label(
+    tasks: dict[str, list[str]], values: dict, default: float, what: str
+) -> dict[str, list[float]]:
+    """One float per label for every task; a task not given gets `default` for each of its labels."""
     completed = {}
     for task, labels in tasks.items():
-        values = [float(value) for value in thresholds.get(task, [0.5] * len(labels))]
-        if len(values) != len(labels):
-            raise ValueError(f"Task {task!r} has {len(labels)} labels but {len(values)} thresholds")
-        completed[task] = values
+        task_values = [float(value) for value in values.get(task, [default] * len(labels))]
+        if len(task_values) != len(labels):
+            raise ValueError(f"Task {task!r} has {len(labels)} labels but {len(task_values)} {what}")
+        completed[task] = task_values
     return completed
 
 

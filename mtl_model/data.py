@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import numpy as np
 from datasets import ClassLabel, DatasetDict
 
 from .configuration_mtl import TASK_LABEL_SEPARATOR
@@ -347,7 +348,7 @@ class LabelEncoder:
     tasks: dict[str, list[str]]
     sources: list[TaskSource]
     delimiter: str = ","
-    # Per source: ClassLabel names, so that integer ids in a column map to names.
+    # Task → the names integer ids index (see `id_label_names`).
     id_names: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -379,7 +380,7 @@ class LabelEncoder:
             if index is None:
                 raise DataError(
                     f"{where}, row {row + 1}, column {source.column!r}: unknown label {name!r} for task "
-                    f"{source.name!r} (not seen in training; known labels: {self.tasks[source.name]})"
+                    f"{source.name!r}; its labels (from training or --labels_file) are {self.tasks[source.name]}"
                 )
             if hot[index]:
                 counts[f"{source.name}: duplicate labels ignored"] += 1
@@ -461,15 +462,25 @@ def resolve_tasks(
     raw: DatasetDict, where: dict[str, str], spec: DataSpec, trained_tasks: dict[str, list[str]] | None = None
 ) -> tuple[dict[str, list[str]], list[TaskSource]]:
     """Tasks and their label sets: from the training split, or from an already trained model when there is none."""
-    reference = "train" if "train" in raw else next(iter(raw))
-    sources = task_sources(raw[reference].column_names, spec.task_columns, spec.wide_tasks, where[reference])
-    if trained_tasks is not None and "train" not in raw:
-        unknown = [source.name for source in sources if source.name not in trained_tasks]
-        if unknown:
-            raise DataError(f"Tasks {unknown} are not tasks of the model; it has {list(trained_tasks)}")
-        return {source.name: trained_tasks[source.name] for source in sources}, sources
-    tasks = collect_label_sets(raw["train"], sources, where["train"], spec.label_delimiter, spec.label_names)
-    return tasks, sources
+    if "train" in raw:
+        sources = task_sources(raw["train"].column_names, spec.task_columns, spec.wide_tasks, where["train"])
+        tasks = collect_label_sets(raw["train"], sources, where["train"], spec.label_delimiter, spec.label_names)
+        return tasks, sources
+    if trained_tasks is None:
+        raise DataError("Without training data, --model_name_or_path must be a model trained with this recipe")
+    named = set(spec.task_columns or []) | set(spec.wide_tasks or [])
+    unknown = sorted(named - set(trained_tasks))
+    if unknown:
+        raise DataError(f"Tasks {unknown} are not tasks of the model; it has {list(trained_tasks)}")
+    # Evaluation or prediction only: every task of the model, read from its column(s) where the data has them.
+    wide = set(spec.wide_tasks or [])
+    sources = [
+        TaskSource(name=task, wide_columns={label: f"{task}{TASK_LABEL_SEPARATOR}{label}" for label in labels})
+        if task in wide
+        else TaskSource(name=task, column=task)
+        for task, labels in trained_tasks.items()
+    ]
+    return trained_tasks, sources
 
 
 def encode_splits(
@@ -483,13 +494,9 @@ def encode_splits(
     num_proc: int | None = None,
 ) -> DatasetDict:
     """Validate every row, encode labels and tokenize; raw columns are dropped (the caller keeps `raw` for output)."""
-    id_names = {
-        source.name: feature_label_names(raw[split], source.column)
-        for split in raw
-        for source in sources
-        if source.column and feature_label_names(raw[split], source.column)
-    }
-    encoder = LabelEncoder(tasks=tasks, sources=sources, delimiter=spec.label_delimiter, id_names=id_names)
+    encoder = LabelEncoder(
+        tasks=tasks, sources=sources, delimiter=spec.label_delimiter, id_names=id_label_names(raw, sources, spec)
+    )
     encoded = {}
     for split, dataset in raw.items():
         if len(dataset) == 0:
@@ -514,6 +521,20 @@ def encode_splits(
     encoded = DatasetDict(encoded)
     log_annotation_counts(encoded, tasks)
     return encoded
+
+
+def id_label_names(raw: DatasetDict, sources: list[TaskSource], spec: DataSpec) -> dict[str, list[str]]:
+    """Task → the names that integer label ids index: a ClassLabel feature's names, else `--labels_file`'s list.
+    Tasks with neither read an id 3 as the label "3"."""
+    id_names = {}
+    for source in sources:
+        if not source.column:
+            continue
+        features = (feature_label_names(dataset, source.column) for dataset in raw.values())
+        names = next(filter(None, features), None) or spec.label_names.get(source.name)
+        if names:
+            id_names[source.name] = names
+    return id_names
 
 
 def _encode_batch(batch: dict, indices: list[int], spec, encoder, tokenizer, where: str, with_labels: bool) -> dict:
@@ -562,20 +583,38 @@ def log_annotation_counts(encoded: DatasetDict, tasks: dict[str, list[str]]) -> 
                 logger.warning("Task %r has no positive example in the training split", task)
 
 
-def task_label_counts(dataset: datasets.Dataset, tasks: dict[str, list[str]]) -> dict[str, tuple[int, int]]:
-    """Task → (annotated rows, positive labels), read from the encoded labels column in bounded batches."""
-    import numpy as np
-
-    widths = [len(labels) for labels in tasks.values()]
-    bounds = np.cumsum([0, *widths])
-    annotated, positives = np.zeros(len(widths), dtype=np.int64), np.zeros(len(widths), dtype=np.int64)
+def label_counts(dataset: datasets.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Per label: (annotated rows, positive rows), each [total_labels], read from the encoded labels column in
+    bounded batches."""
+    annotated = positives = 0
     for batch in dataset.select_columns(["labels"]).with_format("numpy").iter(batch_size=10_000):
         labels = batch["labels"]  # [batch, total_labels]
-        for t in range(len(widths)):
-            block = labels[:, bounds[t] : bounds[t + 1]]
-            annotated[t] += int((block[:, 0] != IGNORE_INDEX).sum())
-            positives[t] += int((block == 1).sum())
-    return {task: (int(annotated[t]), int(positives[t])) for t, task in enumerate(tasks)}
+        annotated = annotated + (labels != IGNORE_INDEX).sum(0)
+        positives = positives + (labels == 1).sum(0)
+    return np.asarray(annotated, dtype=np.int64), np.asarray(positives, dtype=np.int64)
+
+
+def task_label_counts(dataset: datasets.Dataset, tasks: dict[str, list[str]]) -> dict[str, tuple[int, int]]:
+    """Task → (annotated rows, positive labels)."""
+    annotated, positives = label_counts(dataset)
+    counts, start = {}, 0
+    for task, labels in tasks.items():
+        counts[task] = (int(annotated[start]), int(positives[start : start + len(labels)].sum()))
+        start += len(labels)
+    return counts
+
+
+def capped_pos_weight(train: datasets.Dataset, tasks: dict[str, list[str]], cap: float) -> dict[str, list[float]]:
+    """Per label, negatives / positives among the annotated training rows, at most `cap` (also for a label with no
+    positive): the positive term of the BCE then weighs about as much as the negative one, within reason."""
+    annotated, positives = label_counts(train)
+    ratio = np.divide(annotated - positives, positives, out=np.full(len(positives), float(cap)), where=positives > 0)
+    weights = np.minimum(ratio, cap).round(4).tolist()
+    per_task, start = {}, 0
+    for task, labels in tasks.items():
+        per_task[task] = weights[start : start + len(labels)]
+        start += len(labels)
+    return per_task
 
 
 def carve_validation(encoded: DatasetDict, percentage: int, seed: int) -> DatasetDict:

@@ -27,16 +27,20 @@ def build_config(
     task_weights: dict[str, float] | None = None,
     classifier_dropout: float | None = None,
     cache_dir: str | None = None,
+    **loss_options,
 ) -> BertMultiTaskConfig:
-    """The encoder's architecture from the checkpoint; tasks, pooling and loss options from us.
+    """The encoder's architecture from the checkpoint; tasks, pooling and loss options (`loss_type`, `pos_weight`,
+    … see `BertMultiTaskConfig`) from us.
 
-    A model of ours with the same tasks keeps its config (thresholds included) unless an option is given anew.
+    A model of ours with the same tasks keeps its config and tuned thresholds; the options given here replace its own.
     """
     base = AutoConfig.from_pretrained(model_name_or_path, cache_dir=cache_dir)
     if isinstance(base, BertMultiTaskConfig) and base.tasks == tasks:
         base.pooling = pooling
         base.task_weights = {**base.task_weights, **(task_weights or {})}
         base.classifier_dropout = classifier_dropout if classifier_dropout is not None else base.classifier_dropout
+        for name, value in loss_options.items():
+            setattr(base, name, value)
         return base
     if base.model_type not in ("bert", BertMultiTaskConfig.model_type):
         logger.warning("%s is a %r model; loading its weights into BERT layers", model_name_or_path, base.model_type)
@@ -45,14 +49,12 @@ def build_config(
         for item in dataclasses.fields(BertConfig)
         if item.name not in TASK_FIELDS and hasattr(base, item.name)
     }
-    unknown = sorted(set(task_weights or {}) - set(tasks))
-    if unknown:
-        raise ValueError(f"--task_weights names unknown tasks {unknown}; tasks are {list(tasks)}")
     return BertMultiTaskConfig(
         **{**architecture, "classifier_dropout": classifier_dropout},
         tasks=tasks,
         pooling=pooling,
         task_weights=task_weights,
+        **loss_options,
     )
 
 

@@ -30,21 +30,21 @@ def confusion_counts(predicted: np.ndarray, labels: np.ndarray) -> tuple[np.ndar
 
 def f1_scores(tp, fp, fn) -> dict[str, float]:
     """Macro (mean over labels) and micro (pooled counts) precision, recall and F1; 0 where undefined."""
-    precision = _ratio(tp, tp + fp)
-    recall = _ratio(tp, tp + fn)
-    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
+    precision = safe_divide(tp, tp + fp)
+    recall = safe_divide(tp, tp + fn)
+    f1 = safe_divide(2 * tp, 2 * tp + fp + fn)
     total_tp, total_fp, total_fn = tp.sum(), fp.sum(), fn.sum()
     return {
         "macro_f1": float(f1.mean()),
-        "micro_f1": float(_ratio(2 * total_tp, 2 * total_tp + total_fp + total_fn)),
+        "micro_f1": float(safe_divide(2 * total_tp, 2 * total_tp + total_fp + total_fn)),
         "macro_precision": float(precision.mean()),
-        "micro_precision": float(_ratio(total_tp, total_tp + total_fp)),
+        "micro_precision": float(safe_divide(total_tp, total_tp + total_fp)),
         "macro_recall": float(recall.mean()),
-        "micro_recall": float(_ratio(total_tp, total_tp + total_fn)),
+        "micro_recall": float(safe_divide(total_tp, total_tp + total_fn)),
     }
 
 
-def _ratio(numerator, denominator):
+def safe_divide(numerator, denominator):
     numerator, denominator = np.asarray(numerator, dtype=np.float64), np.asarray(denominator, dtype=np.float64)
     return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
 
@@ -73,6 +73,17 @@ def multitask_metrics(
     return metrics
 
 
+def metrics_at_threshold(
+    logits: np.ndarray, labels: np.ndarray, tasks: dict[str, list[str]], prefix: str, threshold: float = 0.5
+) -> dict[str, float]:
+    """The same metrics with one threshold for every label, keyed "<prefix>_<metric>_at_<threshold>"."""
+    uniform = {task: [threshold] * len(names) for task, names in tasks.items()}
+    return {
+        f"{prefix}_{key}_at_{threshold:g}": value
+        for key, value in multitask_metrics(logits, labels, tasks, uniform).items()
+    }
+
+
 def build_compute_metrics(config):
     """A `compute_metrics` for the Trainer that reads tasks and thresholds from the model config at call time, so
     thresholds tuned after training are used by later evaluations."""
@@ -88,3 +99,35 @@ def metric_names(tasks: dict[str, list[str]]) -> list[str]:
     """Every key `multitask_metrics` can return, without the "eval_" prefix."""
     scores = list(f1_scores(np.zeros(1), np.zeros(1), np.zeros(1)))
     return scores + [f"{task}_{score}" for task in tasks for score in scores]
+
+
+# Candidate thresholds for tuning: fine enough to matter, coarse enough not to chase noise on rare labels.
+THRESHOLD_GRID = np.round(np.arange(0.02, 0.981, 0.01), 2)
+
+
+def tune_thresholds(
+    logits: np.ndarray, labels: np.ndarray, tasks: dict[str, list[str]], min_positives: int = 5
+) -> dict[str, list[float]]:
+    """Per label, the grid threshold that maximises the label's F1 on the given (validation) rows.
+
+    logits, labels: [rows, total_labels], -100 where not annotated. A label with fewer than `min_positives` positive
+    examples keeps 0.5: too few to tune without overfitting. Among equally good thresholds the median one is taken.
+    """
+    scores, annotated, truth = sigmoid(logits), labels != IGNORE_INDEX, labels == 1
+    chosen = []
+    for column in range(scores.shape[1]):
+        rows = annotated[:, column]
+        positives, column_scores = truth[rows, column], scores[rows, column]
+        if positives.sum() < min_positives:
+            chosen.append(0.5)
+            continue
+        predicted = column_scores[None, :] >= THRESHOLD_GRID[:, None]  # [grid, rows]
+        tp = (predicted & positives).sum(1)
+        f1 = safe_divide(2 * tp, predicted.sum(1) + positives.sum())  # 2TP / (2TP + FP + FN)
+        best = np.flatnonzero(f1 == f1.max())
+        chosen.append(float(THRESHOLD_GRID[best[len(best) // 2]]))
+    thresholds, start = {}, 0
+    for task, names in tasks.items():
+        thresholds[task] = chosen[start : start + len(names)]
+        start += len(names)
+    return thresholds

@@ -20,9 +20,9 @@ IGNORE_INDEX = -100
 @dataclass
 class MultiTaskMultiLabelOutput(ModelOutput):
     """
-    loss: weighted sum of the per-task BCE losses, shape [] (when `labels` are given).
+    loss: weighted sum of the per-task losses, shape [] (when `labels` are given).
     logits: all tasks' logits concatenated in config order, shape [batch, total_labels].
-    task_losses: the unweighted BCE loss of each task, shape [num_tasks] (when `labels` are given).
+    task_losses: the unweighted loss of each task, shape [num_tasks] (when `labels` are given).
     """
 
     loss: torch.Tensor | None = None
@@ -32,35 +32,55 @@ class MultiTaskMultiLabelOutput(ModelOutput):
     attentions: tuple[torch.Tensor, ...] | None = None
 
 
-def multitask_bce_loss(
+def entry_losses(logits: torch.Tensor, targets: torch.Tensor, config, pos_weight: torch.Tensor | None) -> torch.Tensor:
+    """The loss of every (example, label) entry, shape [batch, total_labels], as `config.loss_type` says."""
+    if config.loss_type == "asl":
+        probability = torch.sigmoid(logits)
+        # Negatives whose probability is below the clip margin cost nothing; the rest are down-weighted.
+        shifted = (probability - config.asl_clip).clamp(min=0)
+        positive = targets * (1 - probability) ** config.asl_gamma_positive * F.logsigmoid(logits)
+        negative = (1 - targets) * shifted**config.asl_gamma_negative * torch.log1p(-shifted).clamp(min=-100)
+        return -(positive + negative)
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none", pos_weight=pos_weight)
+    if config.loss_type == "focal":
+        plain = bce if pos_weight is None else F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        return bce * (1 - torch.exp(-plain)) ** config.focal_gamma  # exp(-BCE) is p_t, the true class's probability
+    return bce
+
+
+def multitask_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
-    task_slices: list[slice],
-    task_weights: torch.Tensor,
+    config,
     num_items_in_batch: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masked per-task BCE and its weighted sum.
+    """Masked per-task loss and its weighted sum.
 
     logits, labels: [batch, total_labels]; a label of -100 marks an entry whose task is not annotated.
     num_items_in_batch: [num_tasks] annotated entries per task over the whole (accumulated, all-process) batch; the
-    loss of a task is its BCE summed over annotated entries divided by that count, so it does not depend on how the
-    batch is split. Without it, each task's own annotated count in this batch is used (a plain masked mean).
+    loss of a task is its entry loss summed over annotated entries divided by that count, so it does not depend on
+    how the batch is split. Without it, each task's own annotated count in this batch is used (a masked mean).
     Returns (loss [], task_losses [num_tasks]).
     """
     annotated = labels != IGNORE_INDEX
     targets = torch.where(annotated, labels, torch.zeros_like(labels)).to(logits.dtype)
-    entry_loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none") * annotated
+    pos_weight = None
+    if config.pos_weight is not None:
+        pos_weight = torch.tensor([w for task in config.tasks for w in config.pos_weight[task]], device=logits.device)
+    entry_loss = entry_losses(logits, targets, config, pos_weight) * annotated
+    task_slices = list(config.task_slices.values())
     summed = torch.stack([entry_loss[:, task_slice].sum() for task_slice in task_slices])
     if num_items_in_batch is None:
         num_items_in_batch = torch.stack([annotated[:, task_slice].sum() for task_slice in task_slices])
     # A task with no annotated entry contributes 0 rather than 0/0.
     task_losses = summed / num_items_in_batch.to(summed.dtype).clamp(min=1)
-    return (task_weights.to(task_losses.dtype) * task_losses).sum(), task_losses
+    weights = torch.tensor([config.task_weights[task] for task in config.tasks], device=logits.device)
+    return (weights.to(task_losses.dtype) * task_losses).sum(), task_losses
 
 
 class BertForMultiTaskMultiLabel(BertPreTrainedModel):
     config_class = BertMultiTaskConfig
-    # The loss is normalised per task (see `multitask_bce_loss`); the trainer passes per-task counts itself and must
+    # The loss is normalised per task (see `multitask_loss`); the trainer passes per-task counts itself and must
     # not treat `**kwargs` as an invitation to pass its single `num_items_in_batch`.
     accepts_loss_kwargs = False
 
@@ -117,12 +137,7 @@ class BertForMultiTaskMultiLabel(BertPreTrainedModel):
 
         loss = task_losses = None
         if labels is not None:
-            weights = torch.tensor(
-                [self.config.task_weights[task] for task in self.config.tasks], device=logits.device
-            )
-            loss, task_losses = multitask_bce_loss(
-                logits, labels, list(self.config.task_slices.values()), weights, num_items_in_batch
-            )
+            loss, task_losses = multitask_loss(logits, labels, self.config, num_items_in_batch)
         return MultiTaskMultiLabelOutput(
             loss=loss,
             logits=logits,
@@ -163,4 +178,4 @@ class BertForMultiTaskMultiLabel(BertPreTrainedModel):
         return predictions
 
 
-__all__ = ["BertForMultiTaskMultiLabel", "MultiTaskMultiLabelOutput", "multitask_bce_loss"]
+__all__ = ["BertForMultiTaskMultiLabel", "MultiTaskMultiLabelOutput", "multitask_loss"]

@@ -1,5 +1,6 @@
-"""What a run leaves for people: predictions as JSONL and the model card."""
+"""What a run leaves for people: predictions as JSONL, a per-label evaluation report and the model card."""
 
+import csv
 import json
 import platform
 from pathlib import Path
@@ -8,7 +9,10 @@ from string import Template
 import numpy as np
 import yaml
 
-from .metrics import sigmoid, threshold_vector
+from .metrics import confusion_counts, safe_divide, sigmoid, threshold_vector
+
+REPORT_DIR = "evaluation"
+REPORT_COLUMNS = ("label", "precision", "recall", "f1", "support", "threshold")
 
 CARD_HYPERPARAMETERS = (
     "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
@@ -35,6 +39,65 @@ def write_predictions(path: str | Path, texts: list[list[str]], logits: np.ndarr
                     "scores": {label: round(float(score), 6) for label, score in zip(labels, task_scores)},
                 }
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def per_label_rows(logits: np.ndarray, labels: np.ndarray, config) -> dict[str, list[dict]]:
+    """Task → one row per label: precision, recall, F1 and support (positives) on annotated entries."""
+    thresholds = threshold_vector(config.tasks, config.thresholds)
+    tp, fp, fn = confusion_counts(sigmoid(logits) >= thresholds, labels)
+    precision, recall, f1 = safe_divide(tp, tp + fp), safe_divide(tp, tp + fn), safe_divide(2 * tp, 2 * tp + fp + fn)
+    rows = {}
+    for task, task_slice in config.task_slices.items():
+        rows[task] = [
+            {"label": label, "precision": round(float(precision[i]), 4), "recall": round(float(recall[i]), 4),
+             "f1": round(float(f1[i]), 4), "support": int(tp[i] + fn[i]), "threshold": float(thresholds[i])}
+            for label, i in zip(config.tasks[task], range(task_slice.start, task_slice.stop))
+        ]  # fmt: skip
+    return rows
+
+
+def write_evaluation_report(output_dir: str | Path, split: str, logits: np.ndarray, labels: np.ndarray, config):
+    """Per task: `<split>_<task>.csv`, `.md` and a `.png` bar chart of per-label F1, in `output_dir/evaluation/`.
+    Returns the written files, relative to `output_dir`."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    from matplotlib import pyplot
+
+    directory = Path(output_dir) / REPORT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for task, rows in per_label_rows(logits, labels, config).items():
+        stem = directory / f"{split}_{task}"
+        with open(stem.with_suffix(".csv"), "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=REPORT_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        lines = ["| " + " | ".join(REPORT_COLUMNS) + " |", "|" + " --- |" * len(REPORT_COLUMNS)]
+        lines += ["| " + " | ".join(str(row[column]) for column in REPORT_COLUMNS) + " |" for row in rows]
+        stem.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        figure, axes = pyplot.subplots(figsize=(max(4.0, 0.35 * len(rows) + 1.5), 3.5))
+        axes.bar([row["label"] for row in rows], [row["f1"] for row in rows], color="tab:blue")
+        axes.set(ylim=(0, 1), ylabel="F1", title=f"{task}: per-label F1 ({split})")
+        axes.tick_params(axis="x", labelrotation=75)
+        figure.tight_layout()
+        figure.savefig(stem.with_suffix(".png"), dpi=100)
+        pyplot.close(figure)
+        written += [stem.with_suffix(suffix).relative_to(output_dir) for suffix in (".md", ".csv", ".png")]
+    return written
+
+
+def report_links(output_dir: str | Path) -> str:
+    """Markdown links to the evaluation report files present in `output_dir`, grouped by task and split."""
+    directory = Path(output_dir) / REPORT_DIR
+    charts = sorted(directory.glob("*.png")) if directory.is_dir() else []
+    if not charts:
+        return "No per-label report was written (no labelled test or validation data)."
+    lines = []
+    for chart in charts:
+        name = f"{REPORT_DIR}/{chart.stem}"
+        lines.append(f"- {chart.stem}: [table]({name}.md), [CSV]({name}.csv), [F1 chart]({name}.png)")
+    return "\n".join(lines)
 
 
 def library_versions() -> dict[str, str]:
@@ -125,6 +188,7 @@ def render_model_card(
         pooling=config.pooling,
         tasks_table=tasks_table(config),
         metrics_table=metrics_table(config, metrics),
+        report_links=report_links(training_args.output_dir),
         repo_id=repo_id or "path/to/this/model",
         training_data=training_data,
         seed=training_args.seed,

@@ -5,6 +5,7 @@ import torch
 from transformers import Trainer
 from transformers.trainer_pt_utils import nested_gather
 
+from .metrics import tune_thresholds
 from .modeling_mtl import IGNORE_INDEX
 
 
@@ -18,12 +19,38 @@ class MultiTaskTrainer(Trainer):
 
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, model_card_writer=None, **kwargs):
+    def __init__(self, *args, model_card_writer=None, head_learning_rate: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.head_learning_rate = head_learning_rate
         # Called by `create_model_card` (and so by `push_to_hub`) instead of the Trainer's generic card.
         self.model_card_writer = model_card_writer
         self._task_loss_sum = None  # [num_tasks], summed since the last log
         self._task_loss_logged_step = 0
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with the task heads in their own parameter groups at `head_learning_rate`.
+
+        Fresh heads start from nothing while the encoder only needs nudging; at an encoder-sized learning rate the
+        heads of rare labels barely leave their prior within an epoch. The schedule scales every group alike.
+        """
+        if self.optimizer is None and self.head_learning_rate is not None:
+            model = model if model is not None else self.model
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+            decay = set(self.get_decay_parameter_names(model))
+            groups = []
+            for is_head in (False, True):
+                for decays in (True, False):
+                    params = [
+                        parameter
+                        for name, parameter in model.named_parameters()
+                        if parameter.requires_grad
+                        and name.startswith("heads.") == is_head
+                        and (name in decay) == decays
+                    ]
+                    group = {"params": params, "weight_decay": self.args.weight_decay if decays else 0.0}
+                    groups.append({**group, "lr": self.head_learning_rate} if is_head else group)
+            self.optimizer = optimizer_cls([group for group in groups if group["params"]], **optimizer_kwargs)
+        return super().create_optimizer(model)
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
@@ -69,6 +96,14 @@ class MultiTaskTrainer(Trainer):
             self._task_loss_sum = None
             self._task_loss_logged_step = self.state.global_step
         super().log(logs, start_time)
+
+    def tune_thresholds(self, dataset, min_positives: int = 5) -> dict[str, list[float]]:
+        """Per-label thresholds that maximise each label's F1 on `dataset` (the validation split, never the test
+        split), stored in the model config so that evaluation, prediction and the saved model use them."""
+        output = self.predict(dataset, metric_key_prefix="tuning")
+        config = self.model.config
+        config.thresholds = tune_thresholds(output.predictions, output.label_ids, config.tasks, min_positives)
+        return config.thresholds
 
     def create_model_card(self, *args, **kwargs) -> None:
         if self.model_card_writer is not None and self.is_world_process_zero():

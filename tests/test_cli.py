@@ -99,6 +99,13 @@ def check_complete_run(output_dir: Path, tasks: dict[str, list[str]], n_test: in
             assert set(prediction[task]["labels"]) <= set(labels)
     card = (output_dir / "README.md").read_text()
     assert "model-index" in card and "| mood |" in card and "Seed: 42" in card
+    for task, labels in tasks.items():  # the per-label report on the labelled test split, linked from the card
+        with open(output_dir / "evaluation" / f"test_{task}.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert [row["label"] for row in rows] == labels
+        assert sum(int(row["support"]) for row in rows) > 0
+        assert (output_dir / "evaluation" / f"test_{task}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"evaluation/test_{task}.png" in card and f"evaluation/test_{task}.md" in card
 
 
 def test_jsonl_with_label_lists(tiny_bert_dir, tmp_path):
@@ -192,12 +199,83 @@ report_to: none
     assert training_args.learning_rate == 2e-5  # YAML reads 2e-5 as a string; it must arrive as a float
 
 
+def test_integer_ids_index_the_labels_file(tiny_bert_dir, tmp_path):
+    records = [{"text": text, "mood": [MOODS.index(m) for m in mood]} for text, mood, _ in rows(8)]
+    train = write_jsonl(tmp_path / "train.jsonl", records)
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"mood": MOODS}))
+    out = tmp_path / "out"
+    args = base_args(tiny_bert_dir, out, "--train_file", str(train), "--task_columns", "mood")
+    args += ["--labels_file", str(labels), "--do_train", "--max_steps", "1"]
+    assert cli(args) == 0
+    assert json.loads((out / "config.json").read_text())["tasks"] == {"mood": MOODS}
+
+
+def test_thresholds_tuned_on_validation_are_saved_and_used(tiny_bert_dir, tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", list_records(16))
+    dev = write_jsonl(tmp_path / "dev.jsonl", list_records(16, offset=2))
+    test = write_jsonl(tmp_path / "test.jsonl", list_records(8, offset=5))
+    out = tmp_path / "out"
+    args = base_args(tiny_bert_dir, out, "--train_file", str(train), "--validation_file", str(dev))
+    args += ["--test_file", str(test), "--task_columns", "mood,topic", "--do_train", "--do_predict"]
+    args += ["--tune_thresholds", "--min_positives_to_tune", "1"]
+    assert cli(args) == 0
+    config = json.loads((out / "config.json").read_text())
+    thresholds = config["thresholds"]
+    assert any(value != 0.5 for values in thresholds.values() for value in values)
+    results = json.loads((out / "all_results.json").read_text())
+    assert {"test_mood_macro_f1", "test_mood_macro_f1_at_0.5", "test_micro_f1_at_0.5"} <= set(results)
+    for prediction in read_predictions(out):  # predicted labels are exactly the scores at or above their threshold
+        for task, labels in config["tasks"].items():
+            scores = prediction[task]["scores"]
+            expected = [label for label, value in zip(labels, thresholds[task]) if scores[label] >= value]
+            assert prediction[task]["labels"] == expected
+
+
+def test_loss_options_and_capped_pos_weight_reach_the_saved_config(tiny_bert_dir, tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", list_records(16))
+    dev = write_jsonl(tmp_path / "dev.jsonl", list_records(4))  # so that all 16 rows stay in training
+    out = tmp_path / "out"
+    args = base_args(tiny_bert_dir, out, "--train_file", str(train), "--validation_file", str(dev))
+    args += [
+        "--task_columns",
+        "mood,topic",
+        "--do_train",
+        "--loss_type",
+        "focal",
+        "--focal_gamma",
+        "1.5",
+        "--pos_weight_cap",
+        "2.5",
+        "--task_weights",
+        "topic=0.5",
+    ]
+    assert cli(args) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["loss_type"], config["focal_gamma"], config["task_weights"]) == (
+        "focal",
+        1.5,
+        {"mood": 1.0, "topic": 0.5},
+    )
+    # negatives/positives in the 16 training rows: angry 12/4, happy 8/8, sad 12/4; day 8/8, movie 10/6; capped at 2.5
+    assert config["pos_weight"] == {"mood": [2.5, 1.0, 2.5], "topic": [1.0, 1.6667]}
+
+
 def test_early_stopping_ends_the_run_early(tiny_bert_dir, tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", list_records(8))
     dev = write_jsonl(tmp_path / "dev.jsonl", list_records(4))
     out = tmp_path / "out"
     args = base_args(tiny_bert_dir, out, "--train_file", str(train), "--validation_file", str(dev), "--do_train")
-    args += ["--task_columns", "mood,topic", "--num_train_epochs", "20", "--learning_rate", "0"]
+    args += [
+        "--task_columns",
+        "mood,topic",
+        "--num_train_epochs",
+        "20",
+        "--learning_rate",
+        "0",
+        "--head_learning_rate",
+        "0",
+    ]
     args += ["--early_stopping_patience", "1", "--save_total_limit", "1"]
     args.remove("--save_strategy")
     args.remove("no")
@@ -331,6 +409,8 @@ def test_empty_label_between_delimiters(capsys, tiny_bert_dir, tmp_path):
         (["--metric_for_best_model", "eval_mood_f2", "--eval_strategy", "epoch"], "'eval_mood_f2' is not computed"),
         (["--do_predict"], "--do_predict needs test data"),
         (["--task_weights", "mood=heavy"], "'mood=heavy' is not 'task=number'"),
+        (["--task_weights", "mod=2"], "--task_weights names unknown tasks ['mod']"),
+        (["--loss_type", "asl", "--pos_weight_cap", "5"], "--pos_weight_cap applies to the bce and focal losses"),
     ],
 )
 def test_conflicting_or_wrong_flags(capsys, tiny_bert_dir, tmp_path, extra, expected):

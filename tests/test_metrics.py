@@ -54,3 +54,18 @@ def test_task_without_annotation_is_left_out():
 def test_metric_names_cover_every_key():
     logits, labels, thresholds = random_case(1)
     assert set(multitask_metrics(logits, labels, TASKS, thresholds)) == set(metric_names(TASKS))
+
+
+def test_tuned_thresholds_maximise_each_labels_f1_on_the_grid():
+    from mtl_model.metrics import THRESHOLD_GRID, tune_thresholds
+
+    logits, labels, _ = random_case(3, rows=400)
+    labels[:, 0] = np.where(labels[:, 0] == -100, -100, (logits[:, 0] > 1.0).astype(np.float32))  # learnable label
+    labels[:, 5] = np.where(np.arange(400) < 3, 1, 0)  # 3 positives: too rare to tune
+    tuned = tune_thresholds(logits, labels, TASKS, min_positives=5)
+    assert tuned["c"][0] == 0.5
+    scores = 1 / (1 + np.exp(-logits))
+    annotated = labels[:, 0] != -100
+    best = max(f1_score(labels[annotated, 0], scores[annotated, 0] >= t) for t in THRESHOLD_GRID)
+    assert f1_score(labels[annotated, 0], scores[annotated, 0] >= tuned["a"][0]) == pytest.approx(best)
+    assert abs(tuned["a"][0] - 1 / (1 + np.exp(-1.0))) < 0.02  # the true cut-off, sigmoid(1)

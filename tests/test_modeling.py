@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoTokenizer, BertModel
 
 from mtl_model import BertForMultiTaskMultiLabel, BertMultiTaskConfig
 from mtl_model.loading import build_config, load_model
+from mtl_model.modeling_mtl import multitask_loss
 
 TASKS = {"emotion": ["joy", "anger", "fear"], "sentiment": ["positive", "negative"], "topic": ["a", "b", "c", "d"]}
 
@@ -98,6 +99,9 @@ def test_config_round_trip_keeps_tasks_order_thresholds_and_options(tmp_path):
         thresholds={"mid": [0.2, 0.3, 0.4]},
         pooling="cls",
         classifier_dropout=0.2,
+        loss_type="focal",
+        focal_gamma=1.5,
+        pos_weight={"alpha": [4.0]},
     )
     config.save_pretrained(tmp_path)
     loaded = AutoConfig.from_pretrained(tmp_path)
@@ -105,6 +109,8 @@ def test_config_round_trip_keeps_tasks_order_thresholds_and_options(tmp_path):
     assert loaded.thresholds == {"zeta": [0.5, 0.5], "alpha": [0.5], "mid": [0.2, 0.3, 0.4]}
     assert loaded.task_weights == {"zeta": 1.0, "alpha": 3.0, "mid": 1.0}
     assert (loaded.pooling, loaded.classifier_dropout) == ("cls", 0.2)
+    assert (loaded.loss_type, loaded.focal_gamma) == ("focal", 1.5)
+    assert loaded.pos_weight == {"zeta": [1.0, 1.0], "alpha": [4.0], "mid": [1.0, 1.0, 1.0]}
     assert loaded.id2label[0] == "zeta/z2" and loaded.label2id["mid/m3"] == 5
     assert loaded.problem_type == "multi_label_classification"
 
@@ -120,6 +126,19 @@ def test_config_round_trip_keeps_tasks_order_thresholds_and_options(tmp_path):
 def test_config_rejects_bad_tasks(tasks, message):
     with pytest.raises(ValueError, match=message):
         BertMultiTaskConfig(tasks=tasks)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"loss_type": "hinge"}, "loss_type must be one of"),
+        ({"loss_type": "asl", "pos_weight": {"a": [2.0]}}, "pos_weight applies to the bce and focal losses"),
+        ({"pos_weight": {"a": [2.0, 3.0]}}, "1 labels but 2 pos_weight"),
+    ],
+)
+def test_config_rejects_bad_loss_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        BertMultiTaskConfig(tasks={"a": ["x"]}, **options)
 
 
 def test_build_from_bert_checkpoint_initialises_fresh_heads(tiny_bert_dir):
@@ -205,3 +224,37 @@ def test_saved_model_loads_with_remote_code_in_a_fresh_interpreter(tiny_bert_dir
     labels = {item["label"] for item in results["pipeline"][0]}
     assert labels == set(config.label_names) and all(0 < item["score"] < 1 for item in results["pipeline"][0])
     assert set(results["predict"][0]) == set(TASKS)
+
+
+def hand_entry_losses(logits, targets, loss_type, pos_weight=None, gamma=2.0, gamma_pos=1.0, gamma_neg=4.0, clip=0.05):
+    """The published formulas, entry by entry, written independently of the model code."""
+    p = torch.sigmoid(logits.double())
+    y = targets.double()
+    w = torch.ones_like(p) if pos_weight is None else pos_weight.double().expand_as(p)
+    if loss_type == "bce":
+        return -(w * y * torch.log(p) + (1 - y) * torch.log(1 - p))
+    if loss_type == "focal":
+        p_true = torch.where(y == 1, p, 1 - p)
+        return -((1 - p_true) ** gamma) * (w * y * torch.log(p) + (1 - y) * torch.log(1 - p))
+    p_margin = torch.clamp(p - clip, min=0)
+    return -(y * (1 - p) ** gamma_pos * torch.log(p) + (1 - y) * p_margin**gamma_neg * torch.log(1 - p_margin))
+
+
+@pytest.mark.parametrize(
+    "loss_type, with_pos_weight", [("bce", False), ("bce", True), ("focal", False), ("focal", True), ("asl", False)]
+)
+def test_loss_options_match_their_formulas(loss_type, with_pos_weight):
+    tasks = {"t": ["a", "b", "c"]}
+    pos_weight = {"t": [1.0, 3.0, 10.0]} if with_pos_weight else None
+    config = BertMultiTaskConfig(
+        **TINY_BERT, tasks=tasks, loss_type=loss_type, pos_weight=pos_weight, asl_gamma_positive=1.0
+    )
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 3, generator=generator) * 3
+    labels = (torch.rand(6, 3, generator=generator) < 0.4).float()
+    labels[1] = -100
+    loss, _ = multitask_loss(logits, labels, config)
+    weights = torch.tensor(pos_weight["t"]) if with_pos_weight else None
+    rows = [0, 2, 3, 4, 5]
+    expected = hand_entry_losses(logits[rows], labels[rows], loss_type, weights, gamma_pos=1.0).mean()
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)

@@ -106,3 +106,16 @@ def test_logged_task_losses_match_the_model_and_predictions_hold_only_logits(tmp
     output = trainer.predict(tiny_dataset())
     assert isinstance(output.predictions, np.ndarray) and output.predictions.shape == (8, 5)
     assert "test_emotion_macro_f1" in output.metrics and "test_micro_f1" in output.metrics
+
+
+def test_head_learning_rate_puts_heads_in_their_own_groups(tmp_path):
+    model = tiny_model()
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-4, weight_decay=0.01, report_to="none")
+    trainer = MultiTaskTrainer(model=model, args=args, head_learning_rate=1e-2)
+    optimizer = trainer.create_optimizer()
+    learning_rate_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert len(learning_rate_of) == sum(1 for _ in model.parameters())  # every parameter, once
+    for name, parameter in model.named_parameters():
+        assert learning_rate_of[id(parameter)] == (1e-2 if name.startswith("heads.") else 1e-4), name
+    decays = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    assert decays[id(model.heads[0].weight)] == 0.01 and decays[id(model.heads[0].bias)] == 0.0

@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""Compare settings of the GoEmotions recipe side by side: same data subset, seed, epochs; one flag changed.
+
+Each run is `run_mtl_classification.py examples/goemotions/config.yaml <flags>` on the first N training rows,
+evaluated on the full official test split at threshold 0.5. A run whose `all_results.json` already exists in
+bench/runs/ is not repeated, so a comparison can be finished across several invocations. Runs go one after the
+other: two trainings at once on a 2-core machine oversubscribe the cores and distort the timings.
+
+    python bench/settings.py head_learning_rate     # writes bench/results/head_learning_rate.json
+    python bench/settings.py pooling                # writes bench/results/pooling.json
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+COMMON = ["--max_train_samples", "10000", "--save_strategy", "no", "--eval_strategy", "no", "--do_eval", "false",
+          "--logging_steps", "100"]  # fmt: skip
+COMPARISONS = {
+    # Fresh heads at the encoder's learning rate barely leave the label prior within an epoch.
+    "head_learning_rate": {
+        "tasks": ["emotion"],
+        "settings": {
+            "heads-at-1e-4": ["--task_columns", "emotion", "--head_learning_rate", "1e-4"],
+            "all-at-3e-4": ["--task_columns", "emotion", "--learning_rate", "3e-4", "--head_learning_rate", "3e-4"],
+            "heads-at-3e-3": ["--task_columns", "emotion", "--head_learning_rate", "3e-3"],
+        },
+    },
+    "pooling": {
+        "tasks": ["emotion", "ekman", "sentiment"],
+        "settings": {pooling: ["--pooling", pooling] for pooling in ("mean", "cls", "pooler")},
+    },
+}
+
+
+def run(comparison: str, setting: str, flags: list[str], tasks: list[str]) -> dict:
+    output_dir = REPO / "bench" / "runs" / f"{comparison}-{setting}"
+    results_file = output_dir / "all_results.json"
+    if not results_file.exists():
+        script, config = REPO / "run_mtl_classification.py", REPO / "examples/goemotions/config.yaml"
+        command = [sys.executable, str(script), str(config), *COMMON, *flags, "--output_dir", str(output_dir)]
+        subprocess.run(command, check=True, cwd=REPO)
+    results = json.loads(results_file.read_text())
+    scores = {
+        task: {average: round(results[f"test_{task}_{average}_f1"], 4) for average in ("macro", "micro")}
+        for task in tasks
+    }
+    return {"flags": " ".join(flags), "test_f1_at_0.5": scores, "train_runtime_s": round(results["train_runtime"], 1)}
+
+
+def cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    return platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("comparison", choices=sorted(COMPARISONS))
+    name = parser.parse_args().comparison
+    tasks, settings = COMPARISONS[name]["tasks"], COMPARISONS[name]["settings"]
+    report = {
+        "comparison": name,
+        "runs": {setting: run(name, setting, flags, tasks) for setting, flags in settings.items()},
+        "common_flags": " ".join(COMMON),
+        "config": "examples/goemotions/config.yaml",
+        "date": datetime.date.today().isoformat(),
+        "cpu": cpu_model(),
+    }
+    output = REPO / "bench" / "results" / f"{name}.json"
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
