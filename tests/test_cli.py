@@ -451,3 +451,45 @@ def test_bad_input_exits_2_from_the_command_line(tiny_bert_dir, tmp_path):
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines()[-1].startswith(f"error: {train}, line 3")
     assert "Traceback" not in completed.stderr
+
+
+def test_hub_dataset_with_sequence_classlabel_column(tiny_bert_dir, tmp_path, monkeypatch):
+    """`--dataset_name` goes through datasets.load_dataset (replaced here: no network) and reads label names from
+    the `Sequence(ClassLabel)` feature, like google-research-datasets/go_emotions."""
+    import datasets
+
+    features = Features({"text": Value("string"), "labels": List(ClassLabel(names=MOODS)), "id": Value("string")})
+    records = [
+        {"text": text, "labels": [MOODS.index(m) for m in mood], "id": str(i)}
+        for i, (text, mood, _) in enumerate(rows(12))
+    ]
+    hub = datasets.DatasetDict(
+        {split: Dataset.from_list(records, features=features) for split in ("train", "validation", "test")}
+    )
+    requested = []
+    monkeypatch.setattr(
+        datasets, "load_dataset", lambda name, config, **kwargs: requested.append((name, config)) or hub
+    )
+    out = tmp_path / "out"
+    args = base_args(tiny_bert_dir, out, "--dataset_name", "someone/emotions", "--dataset_config_name", "simplified")
+    args += ["--task_columns", "labels", "--do_train", "--do_predict"]
+    assert cli(args) == 0
+    assert requested == [("someone/emotions", "simplified")]
+    assert json.loads((out / "config.json").read_text())["tasks"] == {"labels": MOODS}
+    assert "test_labels_macro_f1" in json.loads((out / "all_results.json").read_text())
+
+
+def test_json_array_file_and_its_errors(tiny_bert_dir, tmp_path, capsys):
+    train = tmp_path / "train.json"
+    train.write_text(json.dumps(list_records(8), indent=1))
+    out = tmp_path / "out"
+    args = base_args(tiny_bert_dir, out, "--train_file", str(train), "--task_columns", "mood", "--do_train")
+    assert cli([*args, "--max_steps", "1"]) == 0
+    records = list_records(8)
+    records[5]["mood"] = "happy"
+    train.write_text(json.dumps(records, indent=1))
+    assert cli(args) == 2
+    assert "column 'mood': mixes value kinds" in capsys.readouterr().err
+    train.write_text(json.dumps(records, indent=1)[:-2])
+    assert cli(args) == 2
+    assert "train.json, line" in capsys.readouterr().err
