@@ -82,11 +82,16 @@ class BertMultiTaskConfig(BertConfig):
     @property
     def task_slices(self) -> dict[str, slice]:
         """Where each task's labels sit in the concatenated logits."""
-        slices, start = {}, 0
-        for task, labels in self.tasks.items():
-            slices[task] = slice(start, start + len(labels))
-            start += len(labels)
-        return slices
+        return task_slices(self.tasks)
+
+
+def task_slices(tasks: dict[str, list[str]]) -> dict[str, slice]:
+    """Task → the slice its labels occupy in the concatenated logits (and in every per-label vector)."""
+    slices, start = {}, 0
+    for task, labels in tasks.items():
+        slices[task] = slice(start, start + len(labels))
+        start += len(labels)
+    return slices
 
 
 def _tasks_in_saved_order(tasks: dict, id2label: dict | None) -> dict[str, list[str]]:
@@ -131,4 +136,4 @@ def _complete_per_label(
     return completed
 
 
-__all__ = ["BertMultiTaskConfig"]
+__all__ = ["BertMultiTaskConfig", "task_slices"]

@@ -27,7 +27,7 @@ import datasets
 import numpy as np
 from datasets import ClassLabel, DatasetDict
 
-from .configuration_mtl import TASK_LABEL_SEPARATOR
+from .configuration_mtl import TASK_LABEL_SEPARATOR, task_slices
 from .modeling_mtl import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
@@ -597,11 +597,10 @@ def label_counts(dataset: datasets.Dataset) -> tuple[np.ndarray, np.ndarray]:
 def task_label_counts(dataset: datasets.Dataset, tasks: dict[str, list[str]]) -> dict[str, tuple[int, int]]:
     """Task → (annotated rows, positive labels)."""
     annotated, positives = label_counts(dataset)
-    counts, start = {}, 0
-    for task, labels in tasks.items():
-        counts[task] = (int(annotated[start]), int(positives[start : start + len(labels)].sum()))
-        start += len(labels)
-    return counts
+    return {
+        task: (int(annotated[task_slice.start]), int(positives[task_slice].sum()))
+        for task, task_slice in task_slices(tasks).items()
+    }
 
 
 def capped_pos_weight(train: datasets.Dataset, tasks: dict[str, list[str]], cap: float) -> dict[str, list[float]]:
@@ -610,11 +609,7 @@ def capped_pos_weight(train: datasets.Dataset, tasks: dict[str, list[str]], cap:
     annotated, positives = label_counts(train)
     ratio = np.divide(annotated - positives, positives, out=np.full(len(positives), float(cap)), where=positives > 0)
     weights = np.minimum(ratio, cap).round(4).tolist()
-    per_task, start = {}, 0
-    for task, labels in tasks.items():
-        per_task[task] = weights[start : start + len(labels)]
-        start += len(labels)
-    return per_task
+    return {task: weights[task_slice] for task, task_slice in task_slices(tasks).items()}
 
 
 def carve_validation(encoded: DatasetDict, percentage: int, seed: int) -> DatasetDict:

@@ -8,6 +8,7 @@ is why it is not used here.
 import numpy as np
 from transformers import EvalPrediction
 
+from .configuration_mtl import task_slices
 from .modeling_mtl import IGNORE_INDEX
 
 
@@ -28,11 +29,14 @@ def confusion_counts(predicted: np.ndarray, labels: np.ndarray) -> tuple[np.ndar
     return (guess & truth).sum(0), (guess & ~truth).sum(0), (~guess & truth).sum(0)
 
 
+def per_label_scores(tp, fp, fn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and F1 of each label from its counts; 0 where undefined."""
+    return safe_divide(tp, tp + fp), safe_divide(tp, tp + fn), safe_divide(2 * tp, 2 * tp + fp + fn)
+
+
 def f1_scores(tp, fp, fn) -> dict[str, float]:
     """Macro (mean over labels) and micro (pooled counts) precision, recall and F1; 0 where undefined."""
-    precision = safe_divide(tp, tp + fp)
-    recall = safe_divide(tp, tp + fn)
-    f1 = safe_divide(2 * tp, 2 * tp + fp + fn)
+    precision, recall, f1 = per_label_scores(tp, fp, fn)
     total_tp, total_fp, total_fn = tp.sum(), fp.sum(), fn.sum()
     return {
         "macro_f1": float(f1.mean()),
@@ -58,10 +62,8 @@ def multitask_metrics(
     """
     predicted = sigmoid(logits) >= threshold_vector(tasks, thresholds)
     tp, fp, fn = confusion_counts(predicted, labels)
-    metrics, start, annotated_labels = {}, 0, []
-    for task, names in tasks.items():
-        task_slice = slice(start, start + len(names))
-        start += len(names)
+    metrics, annotated_labels = {}, []
+    for task, task_slice in task_slices(tasks).items():
         if not (labels[:, task_slice] != IGNORE_INDEX).any():
             continue
         annotated_labels.append(np.arange(task_slice.start, task_slice.stop))
@@ -126,8 +128,4 @@ def tune_thresholds(
         f1 = safe_divide(2 * tp, predicted.sum(1) + positives.sum())  # 2TP / (2TP + FP + FN)
         best = np.flatnonzero(f1 == f1.max())
         chosen.append(float(THRESHOLD_GRID[best[len(best) // 2]]))
-    thresholds, start = {}, 0
-    for task, names in tasks.items():
-        thresholds[task] = chosen[start : start + len(names)]
-        start += len(names)
-    return thresholds
+    return {task: chosen[task_slice] for task, task_slice in task_slices(tasks).items()}

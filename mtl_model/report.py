@@ -9,7 +9,7 @@ from string import Template
 import numpy as np
 import yaml
 
-from .metrics import confusion_counts, safe_divide, sigmoid, threshold_vector
+from .metrics import confusion_counts, per_label_scores, sigmoid, threshold_vector
 
 REPORT_DIR = "evaluation"
 REPORT_COLUMNS = ("label", "precision", "recall", "f1", "support", "threshold")
@@ -45,7 +45,7 @@ def per_label_rows(logits: np.ndarray, labels: np.ndarray, config) -> dict[str, 
     """Task → one row per label: precision, recall, F1 and support (positives) on annotated entries."""
     thresholds = threshold_vector(config.tasks, config.thresholds)
     tp, fp, fn = confusion_counts(sigmoid(logits) >= thresholds, labels)
-    precision, recall, f1 = safe_divide(tp, tp + fp), safe_divide(tp, tp + fn), safe_divide(2 * tp, 2 * tp + fp + fn)
+    precision, recall, f1 = per_label_scores(tp, fp, fn)
     rows = {}
     for task, task_slice in config.task_slices.items():
         rows[task] = [
@@ -88,7 +88,7 @@ def write_evaluation_report(output_dir: str | Path, split: str, logits: np.ndarr
 
 
 def report_links(output_dir: str | Path) -> str:
-    """Markdown links to the evaluation report files present in `output_dir`, grouped by task and split."""
+    """Markdown links to the evaluation report files present in `output_dir`, one line per split and task."""
     directory = Path(output_dir) / REPORT_DIR
     charts = sorted(directory.glob("*.png")) if directory.is_dir() else []
     if not charts:
