@@ -10,7 +10,6 @@ train / eval / predict → save, model card, push.
 """
 
 import logging
-import os
 import sys
 from functools import partial
 from pathlib import Path
@@ -18,11 +17,11 @@ from pathlib import Path
 import datasets
 import transformers
 from transformers import AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from mtl_model.arguments import (
     ArgumentError,
     check_metric_for_best_model,
+    check_output_dir,
     hub_model_id,
     parse_arguments,
     resolve_early_stopping,
@@ -37,19 +36,21 @@ from mtl_model.data import (
     resolve_tasks,
     select_first,
 )
-from mtl_model.loading import build_config, load_model, trained_tasks
+from mtl_model.loading import build_config, check_resumable, checkpoint_to_resume, load_model, trained_tasks
 from mtl_model.metrics import build_compute_metrics, metric_names, metrics_at_threshold
 from mtl_model.report import render_model_card, write_evaluation_report, write_predictions
 from mtl_model.trainer import MultiTaskTrainer
 
 logger = logging.getLogger(__name__)
 MODEL_CARD_TEMPLATE = Path(__file__).with_name("model_card.md")
+SPEED = ("_runtime", "_samples_per_second", "_steps_per_second")
 
 
 def main(argv: list[str]) -> None:
     model_args, data_args, training_args, given = parse_arguments(argv)
     setup_logging(training_args)
     training_args = resolve_early_stopping(training_args, data_args, given)
+    check_output_dir(training_args)
     logger.info("Training arguments: %s", training_args)
     set_seed(training_args.seed)
 
@@ -101,6 +102,9 @@ def main(argv: list[str]) -> None:
         pos_weight=pos_weight,
     )
     model = load_model(model_args.model_name_or_path, config, model_args.cache_dir)
+    checkpoint = checkpoint_to_resume(training_args) if training_args.do_train else None
+    if checkpoint:
+        check_resumable(checkpoint, config)
 
     trainer = MultiTaskTrainer(
         model=model,
@@ -119,7 +123,7 @@ def main(argv: list[str]) -> None:
         write_model_card, trainer=trainer, model_args=model_args, data_args=data_args, metrics=metrics
     )
     if training_args.do_train:
-        result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args))
+        result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
         metrics.update(result.metrics, train_samples=len(encoded["train"]))
         trainer.log_metrics("train", result.metrics)
@@ -136,6 +140,8 @@ def main(argv: list[str]) -> None:
     if training_args.do_predict:
         output = trainer.predict(encoded["test"], metric_key_prefix="test")
         metrics.update(output.metrics, test_samples=len(encoded["test"]))
+        # Also under the Trainer's usual `predict_` names, so that runs compare with other Trainer scripts.
+        metrics.update({f"predict_{key[5:]}": value for key, value in output.metrics.items() if key.endswith(SPEED)})
         if data_args.tune_thresholds and output.label_ids is not None:
             metrics.update(metrics_at_threshold(output.predictions, output.label_ids, model.config.tasks, "test"))
         trainer.log_metrics("test", output.metrics)
@@ -175,6 +181,9 @@ def setup_logging(training_args) -> None:
         datefmt="%m/%d/%Y %H:%M:%S",
         handlers=[logging.StreamHandler(sys.stdout)],
     )
+    if training_args.should_log:
+        # As in transformers' examples: the default log level ("passive") means info on the main process.
+        transformers.utils.logging.set_verbosity_info()
     level = training_args.get_process_log_level()
     for library_logger in (logger, logging.getLogger("mtl_model")):
         library_logger.setLevel(level)
@@ -211,18 +220,6 @@ def early_stopping_callbacks(data_args) -> list:
     if data_args.early_stopping_patience is None:
         return []
     return [EarlyStoppingCallback(data_args.early_stopping_patience, data_args.early_stopping_threshold)]
-
-
-def checkpoint_to_resume(training_args) -> str | None:
-    """An explicit --resume_from_checkpoint, else the newest checkpoint a previous run left in output_dir."""
-    if training_args.resume_from_checkpoint:
-        return training_args.resume_from_checkpoint
-    if os.path.isdir(training_args.output_dir):
-        last = get_last_checkpoint(training_args.output_dir)
-        if last:
-            logger.info("Resuming from %s", last)
-        return last
-    return None
 
 
 def write_model_card(output_dir, trainer, model_args, data_args, metrics) -> None:

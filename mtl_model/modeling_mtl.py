@@ -162,19 +162,22 @@ class BertForMultiTaskMultiLabel(BertPreTrainedModel):
         ]
 
     @torch.inference_mode()
-    def predict(self, texts: list[str], tokenizer, batch_size: int = 32, max_length: int = 512):
-        """Texts → per text, each task's predicted labels, using the thresholds stored in the config."""
+    def predict(self, texts: list[str], tokenizer, batch_size: int = 64, max_length: int = 512):
+        """Texts → per text, each task's predicted labels, using the thresholds stored in the config.
+
+        Texts run longest first, so each batch holds texts of similar length and little padding; the results come
+        back in the order of `texts`.
+        """
         self.eval()
-        predictions = []
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(
-                texts[start : start + batch_size],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            ).to(self.device)
-            predictions.extend(self.decode(self(**batch).logits))
+        encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
+        order = sorted(range(len(texts)), key=lambda row: -len(encoded["input_ids"][row]))
+        predictions = [None] * len(texts)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            features = [{key: values[row] for key, values in encoded.items()} for row in rows]
+            batch = tokenizer.pad(features, return_tensors="pt").to(self.device)
+            for row, prediction in zip(rows, self.decode(self(**batch).logits)):
+                predictions[row] = prediction
         return predictions
 
 

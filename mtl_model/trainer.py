@@ -1,10 +1,16 @@
 """The Trainer subclass: an exact multi-task loss under gradient accumulation and data parallelism, per-task loss
 logging, and our own model card."""
 
-import torch
-from transformers import Trainer
-from transformers.trainer_pt_utils import nested_gather
+from pathlib import Path
 
+import numpy as np
+import torch
+from torch.utils.data import SequentialSampler
+from transformers import Trainer
+from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer_pt_utils import LengthGroupedSampler, nested_gather
+
+from .data import longest_first, token_lengths
 from .metrics import tune_thresholds
 from .modeling_mtl import IGNORE_INDEX
 
@@ -51,6 +57,46 @@ class MultiTaskTrainer(Trainer):
                     groups.append({**group, "lr": self.head_learning_rate} if is_head else group)
             self.optimizer = optimizer_cls([group for group in groups if group["params"]], **optimizer_kwargs)
         return super().create_optimizer(model)
+
+    def _get_train_sampler(self, train_dataset=None):
+        """The stock length-grouped sampler, given the lengths stored at tokenization: the stock path would read
+        every row's input_ids first (the dataset it receives has lost the length column to column pruning)."""
+        if self.args.train_sampling_strategy != "group_by_length" or not hasattr(self.train_dataset, "column_names"):
+            return super()._get_train_sampler(train_dataset)
+        batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return LengthGroupedSampler(batch_size, lengths=token_lengths(self.train_dataset).tolist())
+
+    def _get_eval_sampler(self, eval_dataset):
+        """Rows in order. `evaluate` and `predict` sort them by length themselves; the stock sampler under
+        group_by_length would shuffle them and so the returned predictions."""
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """Evaluation over the rows sorted longest first: batches of similar length carry little padding, and the
+        metrics do not depend on the order."""
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if hasattr(dataset, "column_names"):
+            dataset = dataset.select(longest_first(dataset))
+        return super().evaluate(dataset, ignore_keys, metric_key_prefix)
+
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test"):
+        """Prediction over the rows sorted longest first, returned in the dataset's order."""
+        order = longest_first(test_dataset)
+        output = super().predict(test_dataset.select(order), ignore_keys, metric_key_prefix)
+        in_input_order = np.argsort(order)
+        return output._replace(
+            predictions=output.predictions[in_input_order],
+            label_ids=None if output.label_ids is None else output.label_ids[in_input_order],
+        )
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """The Trainer's save, with the training arguments written as JSON instead of pickled: nothing in output_dir,
+        and so nothing pushed to the Hub, needs unpickling to be read. Resuming does not read them."""
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            directory = Path(output_dir if output_dir is not None else self.args.output_dir)
+            (directory / TRAINING_ARGS_NAME).unlink(missing_ok=True)
+            (directory / "training_args.json").write_text(self.args.to_json_string(), encoding="utf-8")
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)

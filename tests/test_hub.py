@@ -10,7 +10,9 @@ import huggingface_hub
 import pytest
 from huggingface_hub.utils import filter_repo_objects
 from test_cli import base_args, list_records, write_jsonl
+from test_modeling import assert_fresh_interpreter_reproduces_logits
 
+from mtl_model import BertForMultiTaskMultiLabel
 from run_mtl_classification import cli
 
 
@@ -53,11 +55,18 @@ def test_push_to_hub_uploads_model_code_tokenizer_and_our_card(fake_hub, tiny_be
     uploaded = {p.relative_to(fake_hub.remote / "me/mtl").as_posix() for p in (fake_hub.remote / "me/mtl").rglob("*")}
     assert {"config.json", "model.safetensors", "modeling_mtl.py", "configuration_mtl.py", "README.md"} <= uploaded
     assert {"tokenizer.json", "tokenizer_config.json"} <= uploaded
-    pickles = {name for name in uploaded if name.endswith((".bin", ".pt", ".pkl"))}
-    assert pickles <= {"training_args.bin"}  # weights are safetensors only
+    assert not [name for name in uploaded if name.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"))]
+    assert "training_args.json" in uploaded  # the Trainer's pickled training_args.bin, as JSON
     config = json.loads((fake_hub.remote / "me/mtl/config.json").read_text())
     assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForSequenceClassification"}
     card = (fake_hub.remote / "me/mtl/README.md").read_text()
     assert "model-index" in card and "## Tasks, labels and decision thresholds" in card and "| mood |" in card
     assert "This model is a fine-tuned version of" not in card  # the Trainer's generic card did not replace ours
     assert 'AutoModel.from_pretrained("me/mtl", trust_remote_code=True)' in card
+    results = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert f"| mood | {results['eval_mood_macro_f1']:.4f} | {results['eval_mood_micro_f1']:.4f} |" in card
+
+    # What was uploaded, loaded where the package is not importable, gives the trained model's logits exactly.
+    trained = BertForMultiTaskMultiLabel.from_pretrained(tmp_path / "out")
+    results = assert_fresh_interpreter_reproduces_logits(fake_hub.remote / "me/mtl", trained, tmp_path)
+    assert results["config"]["tasks"] == trained.config.tasks

