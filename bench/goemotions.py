@@ -66,9 +66,9 @@ def run_ours(output_dir: Path, epochs: float, learning_rate: float) -> tuple[dic
 def run_stock(task: str, output_dir: Path, epochs: float, learning_rate: float) -> tuple[dict, float]:
     from stock import f1_at_half, label_names, multi_hot_dataset, stock_trainer
     from transformers import AutoTokenizer, TrainingArguments
-    from transformers.trainer_utils import get_last_checkpoint
 
     from mtl_model.arguments import bundled_encoder_path
+    from mtl_model.loading import newest_complete_checkpoint
 
     encoder, names = bundled_encoder_path(), label_names(str(DATA / "labels.json"), [task])
     tokenizer = AutoTokenizer.from_pretrained(encoder)
@@ -88,7 +88,7 @@ def run_stock(task: str, output_dir: Path, epochs: float, learning_rate: float) 
         report_to="none",
     )
     trainer = stock_trainer(encoder, names, args, tokenizer, train)
-    resume = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    resume = newest_complete_checkpoint(str(output_dir)) if output_dir.is_dir() else None
     runtime = trainer.train(resume_from_checkpoint=resume).metrics["train_runtime"]
     output = trainer.predict(test)
     return {task: f1_at_half(output.predictions, output.label_ids)}, runtime

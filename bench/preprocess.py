@@ -4,7 +4,7 @@ multi-label tasks goes through the recipe's data path (file checks, loading into
 validation, label encoding, tokenization, then the length-sorted order used for batching) in a fresh process,
 which reports the wall time of each stage and its peak RSS. The Arrow cache goes to a temporary directory.
 
-    python bench/preprocess.py              # writes bench/results/preprocess.json
+    python bench/preprocess.py              # writes bench/results/preprocess_1000000.json
 """
 
 import argparse
@@ -50,13 +50,13 @@ def preprocess(train_file: str, cache_dir: str) -> dict:
     from mtl_model.arguments import bundled_encoder_path
     from mtl_model.data import DataSpec, encode_splits, load_raw_splits, longest_first, resolve_tasks
 
-    seconds = {}
+    seconds, peak_rss_mib = {}, {"imports": peak_rss()}
     clock = time.perf_counter()
 
     def lap(stage: str) -> None:
         nonlocal clock
         now = time.perf_counter()
-        seconds[stage] = round(now - clock, 1)
+        seconds[stage], peak_rss_mib[stage] = round(now - clock, 1), peak_rss()
         clock = now
 
     raw, where = load_raw_splits({"train": train_file}, cache_dir=cache_dir)
@@ -69,7 +69,17 @@ def preprocess(train_file: str, cache_dir: str) -> dict:
     lap("validate_encode_tokenize")
     longest_first(encoded["train"])
     lap("length_order")
-    return {"rows": len(encoded["train"]), "seconds": seconds, "total_seconds": round(sum(seconds.values()), 1)}
+    return {
+        "rows": len(encoded["train"]),
+        "seconds": seconds,
+        "total_seconds": round(sum(seconds.values()), 1),
+        "peak_rss_mib_after": peak_rss_mib,
+    }
+
+
+def peak_rss() -> int:
+    """Peak resident memory of this process so far, MiB (it includes touched pages of memory-mapped Arrow files)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def main() -> None:
@@ -79,7 +89,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.measure:
         figures = preprocess(*args.measure)
-        figures["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         print("RESULT " + json.dumps(figures))
         return
 
@@ -95,7 +104,7 @@ def main() -> None:
         "date": datetime.date.today().isoformat(),
         "cpu": cpu_model(),
     }
-    (REPO / "bench" / "results" / "preprocess.json").write_text(json.dumps(report, indent=2) + "\n")
+    (REPO / "bench" / "results" / f"preprocess_{args.rows}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
 

@@ -1,5 +1,6 @@
 """The Trainer subclass: an exact multi-task loss under gradient accumulation and data parallelism, per-task loss
-logging, and our own model card."""
+logging, a learning rate of its own for the heads, length-grouped batches for training and length-sorted ones for
+evaluation and prediction, training arguments saved as JSON, and our own model card."""
 
 from pathlib import Path
 
@@ -81,6 +82,8 @@ class MultiTaskTrainer(Trainer):
 
     def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test"):
         """Prediction over the rows sorted longest first, returned in the dataset's order."""
+        if not hasattr(test_dataset, "column_names"):
+            return super().predict(test_dataset, ignore_keys, metric_key_prefix)
         order = longest_first(test_dataset)
         output = super().predict(test_dataset.select(order), ignore_keys, metric_key_prefix)
         in_input_order = np.argsort(order)
