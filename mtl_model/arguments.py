@@ -292,12 +292,12 @@ def check_output_dir(training_args: TrainingArguments) -> None:
     """Refuse to train into an output_dir that already holds a finished model (the final `save_model` writes
     config.json at its top level; an interrupted run has only checkpoints there and is resumed instead)."""
     finished = Path(training_args.output_dir, "config.json").is_file()
-    if training_args.do_train and finished and not training_args.overwrite_output_dir:
-        if not training_args.resume_from_checkpoint:
-            raise ArgumentError(
-                f"{training_args.output_dir} already holds a trained model; pass --overwrite_output_dir to train "
-                "over it (its checkpoints are removed), or choose another --output_dir"
-            )
+    explicit_resume = training_args.resume_from_checkpoint
+    if training_args.do_train and finished and not (training_args.overwrite_output_dir or explicit_resume):
+        raise ArgumentError(
+            f"{training_args.output_dir} already holds a trained model; pass --overwrite_output_dir to train "
+            "over it (its checkpoints are removed), or choose another --output_dir"
+        )
 
 
 def check_metric_for_best_model(training_args: TrainingArguments, names: list[str]) -> None:
