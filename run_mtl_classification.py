@@ -11,6 +11,7 @@ train / eval / predict → save, model card, push.
 
 import logging
 import sys
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from transformers import AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCa
 
 from mtl_model.arguments import (
     ArgumentError,
+    check_int8_inference,
     check_metric_for_best_model,
     check_output_dir,
     hub_model_id,
@@ -51,6 +53,7 @@ def main(argv: list[str]) -> None:
     setup_logging(training_args)
     training_args = resolve_early_stopping(training_args, data_args, given)
     check_output_dir(training_args)
+    check_int8_inference(model_args, training_args)
     logger.info("Training arguments: %s", training_args)
     set_seed(training_args.seed)
 
@@ -138,7 +141,8 @@ def main(argv: list[str]) -> None:
         metrics.update(eval_metrics, eval_samples=len(encoded["validation"]))
         trainer.log_metrics("eval", eval_metrics)
     if training_args.do_predict:
-        output = trainer.predict(encoded["test"], metric_key_prefix="test")
+        with trainer.int8_inference() if model_args.int8_inference else nullcontext():
+            output = trainer.predict(encoded["test"], metric_key_prefix="test")
         metrics.update(output.metrics, test_samples=len(encoded["test"]))
         # Also under the Trainer's usual `predict_` names, so that runs compare with other Trainer scripts.
         metrics.update({f"predict_{key[5:]}": value for key, value in output.metrics.items() if key.endswith(SPEED)})
@@ -232,6 +236,7 @@ def write_model_card(output_dir, trainer, model_args, data_args, metrics) -> Non
         training_data=data_args.dataset_name or data_args.train_file or "(none)",
         dataset_name=data_args.dataset_name,
         repo_id=trainer.args.hub_model_id,
+        int8_test=model_args.int8_inference,
     )
     Path(output_dir, "README.md").write_text(card, encoding="utf-8")
 

@@ -2,7 +2,7 @@
 """GoEmotions, three taxonomies: our one multi-task model against three single-task runs of the stock recipe.
 
 - ours: `run_mtl_classification.py examples/goemotions/config.yaml` (emotion, ekman and sentiment in one model,
-  thresholds tuned on the validation split), with the epochs and learning rate below;
+  thresholds tuned on the validation split), with the epochs, learning rate and loss below;
 - stock: for each taxonomy alone, bench/stock.py's recipe (`AutoModelForSequenceClassification`,
   `problem_type="multi_label_classification"`, plain `Trainer`, threshold 0.5), same encoder, learning rate, warm-up,
   epochs, batch size and seed.
@@ -14,6 +14,7 @@ names the pending ones, so the comparison completes across several invocations:
 
     python bench/goemotions.py                         # all four runs, or what is left of them
     python bench/goemotions.py --only ours             # one run: ours, or stock-emotion, stock-ekman, ...
+    python bench/goemotions.py --loss_type asl         # ours with another loss (its own run; stock runs shared)
 """
 
 import argparse
@@ -41,13 +42,13 @@ def run_directory(name: str, epochs: float, learning_rate: float) -> Path:
     return REPO / "bench" / "runs" / f"goemotions-e{epochs:g}-lr{learning_rate:g}" / name
 
 
-def run_ours(output_dir: Path, epochs: float, learning_rate: float) -> tuple[dict, float]:
+def run_ours(output_dir: Path, epochs: float, learning_rate: float, loss_type: str) -> tuple[dict, float]:
     """Per task, test F1 with the tuned thresholds (`test_*`) and at 0.5; and the training time. A killed run
     resumes from its last epoch's checkpoint (the CLI does that by itself)."""
     if not (output_dir / "all_results.json").exists():
         command = [
             sys.executable, str(REPO / "run_mtl_classification.py"), str(CONFIG),
-            "--num_train_epochs", str(epochs), "--learning_rate", str(learning_rate),
+            "--num_train_epochs", str(epochs), "--learning_rate", str(learning_rate), "--loss_type", loss_type,
             "--output_dir", str(output_dir), "--save_total_limit", "1",
         ]  # fmt: skip
         subprocess.run(command, check=True, cwd=REPO)
@@ -99,8 +100,8 @@ def run_unless_finished(name: str, epochs: float, learning_rate: float) -> None:
     if results_file.exists():
         return
     started = time.time()
-    if name == "ours":
-        scores, runtime = run_ours(results_file.parent, epochs, learning_rate)
+    if name.startswith("ours-"):
+        scores, runtime = run_ours(results_file.parent, epochs, learning_rate, name.removeprefix("ours-"))
     else:
         scores, runtime = run_stock(name.removeprefix("stock-"), results_file.parent, epochs, learning_rate)
     results_file.write_text(
@@ -108,15 +109,17 @@ def run_unless_finished(name: str, epochs: float, learning_rate: float) -> None:
     )
 
 
-def report(epochs: float, learning_rate: float) -> dict:
+def report(epochs: float, learning_rate: float, loss_type: str) -> dict:
     """The finished runs in the layout of bench/results/goemotions.json, and the names of the pending ones."""
-    files = {name: run_directory(name, epochs, learning_rate) / "results.json" for name in all_runs()}
+    ours = f"ours-{loss_type}"
+    files = {name: run_directory(name, epochs, learning_rate) / "results.json" for name in all_runs(loss_type)}
     done = {name: json.loads(path.read_text()) for name, path in files.items() if path.exists()}
     stock = {}
     for name, run in done.items():
-        stock.update(run["scores"] if name != "ours" else {})
+        stock.update(run["scores"] if name != ours else {})
     return {
-        "ours": done["ours"]["scores"] if "ours" in done else {},
+        "ours": done[ours]["scores"] if ours in done else {},
+        "loss_type": loss_type,
         "stock": stock,
         "pending": [name for name in files if name not in done],
         "train_runtime_s": {name: round(run["train_runtime_s"]) for name, run in done.items()},
@@ -132,19 +135,21 @@ def report(epochs: float, learning_rate: float) -> dict:
     }
 
 
-def all_runs() -> list[str]:
-    return ["ours", *(f"stock-{task}" for task in TASKS)]
+def all_runs(loss_type: str) -> list[str]:
+    return [f"ours-{loss_type}", *(f"stock-{task}" for task in TASKS)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--learning_rate", type=float, default=1e-4)
-    parser.add_argument("--only", choices=all_runs())
+    parser.add_argument("--loss_type", default="bce", choices=["bce", "focal", "asl"], help="Our model's loss.")
+    parser.add_argument("--only", choices=["ours", *(f"stock-{task}" for task in TASKS)])
     args = parser.parse_args()
-    for name in [args.only] if args.only else all_runs():
+    runs = all_runs(args.loss_type)
+    for name in [runs[0] if args.only == "ours" else args.only] if args.only else runs:
         run_unless_finished(name, args.epochs, args.learning_rate)
-        summary = report(args.epochs, args.learning_rate)
+        summary = report(args.epochs, args.learning_rate, args.loss_type)
         (REPO / "bench" / "results" / "goemotions.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 

@@ -10,6 +10,7 @@ other: two trainings at once on a 2-core machine oversubscribe the cores and dis
     python bench/settings.py head_learning_rate     # writes bench/results/head_learning_rate.json
     python bench/settings.py pooling                # writes bench/results/pooling.json
     python bench/settings.py sampling               # full training set: length-grouped vs random batches
+    python bench/settings.py loss                   # full training set: bce, focal, asl, pos_weight
 """
 
 import argparse
@@ -44,6 +45,17 @@ COMPARISONS = {
         "tasks": ["emotion", "ekman", "sentiment"],
         "common": ["--save_strategy", "no", "--eval_strategy", "no", "--do_eval", "false"],
         "settings": {strategy: ["--train_sampling_strategy", strategy] for strategy in ("group_by_length", "random")},
+    },
+    # The loss options of the issue on the whole training set, one epoch each: a screen before longer runs.
+    "loss": {
+        "tasks": ["emotion", "ekman", "sentiment"],
+        "common": ["--save_strategy", "no", "--eval_strategy", "no", "--do_eval", "false"],
+        "settings": {
+            "bce": ["--loss_type", "bce"],
+            "asl": ["--loss_type", "asl"],
+            "pos_weight-10": ["--pos_weight_cap", "10"],
+            "focal": ["--loss_type", "focal"],
+        },
     },
 }
 

@@ -4,7 +4,8 @@
 Both on the GoEmotions texts with the bundled MiniLM, batch size 32, max length 64:
 - stock: `AutoModelForSequenceClassification(problem_type="multi_label_classification")` over the 39 labels of the
   three taxonomies, a plain `Trainer` with its defaults, `DataCollatorWithPadding` (bench/stock.py);
-- ours: `run_mtl_classification.py` itself with three tasks and its defaults.
+- ours: `run_mtl_classification.py` itself with three tasks and its defaults;
+- ours-int8: the same with `--int8_inference` (the test split predicted in int8; training is ours).
 
 Each recipe runs in its own process (peak RSS only grows), `--repeats` times, alternating, and the report quotes
 medians and the median of the per-pair ratios ours/stock. Training throughput counts the `--steps` optimizer steps
@@ -38,6 +39,7 @@ from stock import label_names, multi_hot_dataset, stock_trainer  # noqa: E402
 from mtl_model.arguments import bundled_encoder_path  # noqa: E402
 
 TASKS = ["emotion", "ekman", "sentiment"]
+RECIPES = ("stock", "ours", "ours-int8")
 BATCH_SIZE, MAX_LENGTH = 32, 64
 
 
@@ -107,7 +109,7 @@ def run_stock(data_dir: Path, warmup_steps: int, steps: int, output_dir: str) ->
     }
 
 
-def run_ours(data_dir: Path, warmup_steps: int, steps: int, output_dir: str) -> dict:
+def run_ours(data_dir: Path, warmup_steps: int, steps: int, output_dir: str, int8: bool = False) -> dict:
     """The CLI's own code path and defaults; only the collator (to count tokens) and a step clock are added."""
     import run_mtl_classification as cli
 
@@ -120,7 +122,7 @@ def run_ours(data_dir: Path, warmup_steps: int, steps: int, output_dir: str) -> 
         "--task_columns", ",".join(TASKS), "--max_seq_length", str(MAX_LENGTH),
         "--per_device_train_batch_size", str(BATCH_SIZE), "--max_steps", str(warmup_steps + steps),
         "--do_train", "--do_predict", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
-        "--output_dir", output_dir,
+        "--output_dir", output_dir, *(["--int8_inference"] if int8 else []),
     ])  # fmt: skip
     results = json.loads((Path(output_dir) / "all_results.json").read_text())
     return {
@@ -131,8 +133,10 @@ def run_ours(data_dir: Path, warmup_steps: int, steps: int, output_dir: str) -> 
 
 def run_recipe(recipe: str, data_dir: Path, warmup_steps: int, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as output_dir:
-        run = run_stock if recipe == "stock" else run_ours
-        figures = run(data_dir, warmup_steps, steps, output_dir)
+        if recipe == "stock":
+            figures = run_stock(data_dir, warmup_steps, steps, output_dir)
+        else:
+            figures = run_ours(data_dir, warmup_steps, steps, output_dir, int8=recipe == "ours-int8")
     figures["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return figures
 
@@ -153,7 +157,7 @@ def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
 def summarise(runs: list[dict], peak_gflops: float, parameters: int) -> dict:
     medians = {
         recipe: {key: statistics.median(run[recipe][key] for run in runs) for key in runs[0][recipe]}
-        for recipe in ("stock", "ours")
+        for recipe in RECIPES
     }
     for figures in medians.values():
         gflops = 6 * parameters * figures["real_tokens_per_second"] / 1e9
@@ -163,7 +167,14 @@ def summarise(runs: list[dict], peak_gflops: float, parameters: int) -> dict:
         key: statistics.median(run["ours"][key] / run["stock"][key] for run in runs)
         for key in ("train_samples_per_second", "predict_samples_per_second", "peak_rss_mib")
     }
-    return {"median": medians, "median_ratio_ours_over_stock": ratios}
+    int8 = statistics.median(
+        run["ours-int8"]["predict_samples_per_second"] / run["stock"]["predict_samples_per_second"] for run in runs
+    )
+    return {
+        "median": medians,
+        "median_ratio_ours_over_stock": ratios,
+        "median_ratio_ours_int8_over_stock": {"predict_samples_per_second": int8},
+    }
 
 
 def main() -> None:
@@ -172,7 +183,7 @@ def main() -> None:
     parser.add_argument("--warmup_steps", type=int, default=10)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--recipe", choices=["stock", "ours"], help="(internal) run one recipe, print its JSON")
+    parser.add_argument("--recipe", choices=RECIPES, help="(internal) run one recipe, print its JSON")
     args = parser.parse_args()
     if args.recipe:
         print("RESULT " + json.dumps(run_recipe(args.recipe, args.data_dir, args.warmup_steps, args.steps)))
@@ -181,7 +192,7 @@ def main() -> None:
     runs = []
     for repeat in range(args.repeats):
         run = {}
-        for recipe in ("stock", "ours"):
+        for recipe in RECIPES:
             command = [sys.executable, __file__, "--recipe", recipe, "--data_dir", str(args.data_dir),
                        "--warmup_steps", str(args.warmup_steps), "--steps", str(args.steps)]  # fmt: skip
             output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPO).stdout
@@ -209,7 +220,7 @@ def main() -> None:
     }
     output = REPO / "bench" / "results" / "speed.json"
     output.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({key: report[key] for key in ("median", "median_ratio_ours_over_stock")}, indent=2))
+    print(json.dumps({key: value for key, value in report.items() if key.startswith(("median", "fp32"))}, indent=2))
 
 
 if __name__ == "__main__":

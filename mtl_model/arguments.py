@@ -78,6 +78,12 @@ class ModelArguments:
         metadata={"help": "Peak learning rate of the task heads; the encoder uses --learning_rate (BENCHMARKS.md)."},
     )
 
+    int8_inference: bool = field(
+        default=False,
+        metadata={"help": "Predict the test split with the encoder's linear layers in int8: faster on a CPU, F1 in "
+                          "BENCHMARKS.md. Thresholds are tuned, and the model saved, in float32. CPU only."},
+    )  # fmt: skip
+
     def __post_init__(self):
         self.model_name_or_path = self.model_name_or_path or bundled_encoder_path() or "bert-base-uncased"
         if self.loss_type == "asl" and self.pos_weight_cap:
@@ -298,6 +304,16 @@ def check_output_dir(training_args: TrainingArguments) -> None:
             f"{training_args.output_dir} already holds a trained model; pass --overwrite_output_dir to train "
             "over it (its checkpoints are removed), or choose another --output_dir"
         )
+
+
+def check_int8_inference(model_args: ModelArguments, training_args: TrainingArguments) -> None:
+    """int8 inference applies to the test predictions, on the CPU: refuse it before training where it would not."""
+    if not model_args.int8_inference:
+        return
+    if not training_args.do_predict:
+        raise ArgumentError("--int8_inference applies to the test predictions: add --do_predict")
+    if training_args.device.type != "cpu":
+        raise ArgumentError(f"--int8_inference runs on the CPU only; this run uses {training_args.device}")
 
 
 def check_metric_for_best_model(training_args: TrainingArguments, names: list[str]) -> None:

@@ -138,6 +138,19 @@ def metrics_table(config, metrics: dict[str, float]) -> str:
     return "\n".join(rows)
 
 
+def loss_description(config) -> str:
+    """The model card's account of the training loss, from the config that stores it."""
+    entry_loss = {
+        "bce": "BCE",
+        "focal": f"focal loss (γ {config.focal_gamma:g})",
+        "asl": f"asymmetric loss (γ+ {config.asl_gamma_positive:g}, γ− {config.asl_gamma_negative:g}, "
+        f"clip {config.asl_clip:g})",
+    }[config.loss_type]
+    weights = ", ".join(f"{task} {weight:g}" for task, weight in config.task_weights.items())
+    positives = "; positives weighted per label (`pos_weight` in the config)" if config.pos_weight else ""
+    return f"sum over tasks of weighted per-label {entry_loss} (task weights: {weights}){positives}"
+
+
 def card_metadata(
     config, metrics: dict[str, float], model_name: str, base_model: str | None, dataset: str | None
 ) -> str:
@@ -176,8 +189,14 @@ def render_model_card(
     training_data: str,
     dataset_name: str | None = None,
     repo_id: str | None = None,
+    int8_test: bool = False,
 ) -> str:
     model_name = (repo_id or Path(training_args.output_dir).name).split("/")[-1]
+    metrics_note = (
+        "\n\nThe test figures come from int8 inference (`--int8_inference`); the model stored here is float32."
+        if int8_test and any(key.startswith("test_") for key in metrics)
+        else ""
+    )
     hyperparameters = "\n".join(
         f"- {name}: {getattr(training_args, name)}" for name in CARD_HYPERPARAMETERS if hasattr(training_args, name)
     )
@@ -187,12 +206,12 @@ def render_model_card(
         base_model=base_model or "a local BERT checkpoint",
         pooling=config.pooling,
         tasks_table=tasks_table(config),
-        metrics_table=metrics_table(config, metrics),
+        metrics_table=metrics_table(config, metrics) + metrics_note,
         report_links=report_links(training_args.output_dir),
         repo_id=repo_id or "path/to/this/model",
         training_data=training_data,
         seed=training_args.seed,
-        task_weights=", ".join(f"{task} {weight:g}" for task, weight in config.task_weights.items()),
+        loss=loss_description(config),
         hyperparameters=hyperparameters,
         versions=", ".join(f"{name} {version}" for name, version in library_versions().items()),
     )

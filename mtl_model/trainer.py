@@ -2,6 +2,7 @@
 logging, a learning rate of its own for the heads, length-grouped batches for training and length-sorted ones for
 evaluation and prediction, training arguments saved as JSON, and our own model card."""
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,19 @@ class MultiTaskTrainer(Trainer):
             predictions=output.predictions[in_input_order],
             label_ids=None if output.label_ids is None else output.label_ids[in_input_order],
         )
+
+    @contextmanager
+    def int8_inference(self):
+        """Within the block, evaluation and prediction run the model's int8 copy (`quantized_for_cpu`); the float
+        model, which training and saving use, comes back after it."""
+        if self.args.device.type != "cpu":
+            raise ValueError(f"int8 inference runs on the CPU only; this run uses {self.args.device}")
+        model, wrapped = self.model, self.model_wrapped
+        self.model = self.model_wrapped = model.quantized_for_cpu()
+        try:
+            yield
+        finally:
+            self.model, self.model_wrapped = model, wrapped
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         """The Trainer's save, with the training arguments written as JSON instead of pickled: nothing in output_dir,

@@ -1,8 +1,11 @@
 import json
+import re
+from types import SimpleNamespace
 
 import pytest
+import torch
 
-from mtl_model.arguments import ArgumentError, parse_arguments, resolve_early_stopping
+from mtl_model.arguments import ArgumentError, check_int8_inference, parse_arguments, resolve_early_stopping
 
 
 def test_json_config_values_get_their_field_types_and_later_flags_override(tmp_path):
@@ -38,3 +41,15 @@ def test_unreadable_config_file_is_named(tmp_path):
     config.write_text("learning_rate: [unclosed\n")
     with pytest.raises(ArgumentError, match="run.yaml: cannot read the config file"):
         parse_arguments([str(config)])
+
+
+@pytest.mark.parametrize(
+    "do_predict, device, message",
+    [(False, "cpu", "add --do_predict"), (True, "cuda:0", "runs on the CPU only; this run uses cuda:0")],
+)
+def test_int8_inference_is_refused_where_it_would_not_apply(do_predict, device, message):
+    model_args = SimpleNamespace(int8_inference=True)
+    training_args = SimpleNamespace(do_predict=do_predict, device=torch.device(device))
+    with pytest.raises(ArgumentError, match=re.escape(message)):
+        check_int8_inference(model_args, training_args)
+    check_int8_inference(SimpleNamespace(int8_inference=False), training_args)  # off: nothing to refuse

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from datasets import ClassLabel, Dataset, Features, List, Value
+from safetensors.torch import load_file
 
 from run_mtl_classification import cli
 
@@ -232,6 +234,28 @@ def test_thresholds_tuned_on_validation_are_saved_and_used(tiny_bert_dir, tmp_pa
             assert prediction[task]["labels"] == expected
 
 
+def test_int8_inference_predicts_in_int8_and_saves_the_float_model(tiny_bert_dir, tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", list_records(16))
+    test = write_jsonl(tmp_path / "test.jsonl", list_records(8, offset=5))
+    outputs = {}
+    for name, extra in {"float": [], "int8": ["--int8_inference"]}.items():
+        outputs[name] = tmp_path / name
+        args = base_args(tiny_bert_dir, outputs[name], "--train_file", str(train), "--test_file", str(test))
+        assert cli([*args, "--task_columns", "mood,topic", "--do_train", "--do_predict", *extra]) == 0
+
+    def scores(name: str) -> list[float]:
+        return [value for row in read_predictions(outputs[name]) for task in ("mood", "topic")
+                for value in row[task]["scores"].values()]  # fmt: skip
+
+    assert scores("int8") != scores("float")  # the test split really ran in int8...
+    assert scores("int8") == pytest.approx(scores("float"), abs=0.02)  # ...close to float
+    float_weights, int8_run_weights = (load_file(outputs[name] / "model.safetensors") for name in outputs)
+    assert int8_run_weights.keys() == float_weights.keys()  # the saved model is the float one
+    assert all(torch.equal(int8_run_weights[key], float_weights[key]) for key in float_weights)
+    assert "The test figures come from int8 inference" in (outputs["int8"] / "README.md").read_text()
+    assert "int8 inference" not in (outputs["float"] / "README.md").read_text()
+
+
 def test_loss_options_and_capped_pos_weight_reach_the_saved_config(tiny_bert_dir, tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", list_records(16))
     dev = write_jsonl(tmp_path / "dev.jsonl", list_records(4))  # so that all 16 rows stay in training
@@ -259,6 +283,9 @@ def test_loss_options_and_capped_pos_weight_reach_the_saved_config(tiny_bert_dir
     )
     # negatives/positives in the 16 training rows: angry 12/4, happy 8/8, sad 12/4; day 8/8, movie 10/6; capped at 2.5
     assert config["pos_weight"] == {"mood": [2.5, 1.0, 2.5], "topic": [1.0, 1.6667]}
+    card = (out / "README.md").read_text()
+    assert "- Loss: sum over tasks of weighted per-label focal loss (γ 1.5) (task weights: mood 1, topic 0.5);" in card
+    assert "positives weighted per label" in card
 
 
 def test_early_stopping_ends_the_run_early(tiny_bert_dir, tmp_path):
@@ -411,6 +438,7 @@ def test_empty_label_between_delimiters(capsys, tiny_bert_dir, tmp_path):
         (["--task_weights", "mood=heavy"], "'mood=heavy' is not 'task=number'"),
         (["--task_weights", "mod=2"], "--task_weights names unknown tasks ['mod']"),
         (["--loss_type", "asl", "--pos_weight_cap", "5"], "--pos_weight_cap applies to the bce and focal losses"),
+        (["--int8_inference"], "--int8_inference applies to the test predictions: add --do_predict"),
     ],
 )
 def test_conflicting_or_wrong_flags(capsys, tiny_bert_dir, tmp_path, extra, expected):

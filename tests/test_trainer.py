@@ -153,3 +153,18 @@ def test_length_grouped_sampler_reads_the_stored_lengths(tmp_path):
     sampler = trainer._get_train_sampler()
     assert sampler.lengths == dataset["length"]
     assert sorted(sampler) == list(range(len(dataset)))  # every row once
+
+
+def test_int8_inference_predicts_with_the_int8_copy_and_restores_the_float_model(tmp_path, tiny_bert_dir):
+    model = tiny_model().eval()
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    trainer = MultiTaskTrainer(model=model, args=args, data_collator=DataCollatorWithPadding(
+        AutoTokenizer.from_pretrained(tiny_bert_dir)))  # fmt: skip
+    dataset = tiny_dataset()
+    float_logits = trainer.predict(dataset).predictions
+    with trainer.int8_inference():
+        assert trainer.model is not model
+        int8_logits = trainer.predict(dataset).predictions
+    assert trainer.model is model and trainer.model_wrapped is model
+    assert not np.array_equal(int8_logits, float_logits)
+    np.testing.assert_allclose(int8_logits, float_logits, atol=0.02)
