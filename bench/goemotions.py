@@ -135,8 +135,11 @@ def report(epochs: float, learning_rate: float, loss_type: str) -> dict:
     }
 
 
+STOCK_RUNS = [f"stock-{task}" for task in TASKS]
+
+
 def all_runs(loss_type: str) -> list[str]:
-    return [f"ours-{loss_type}", *(f"stock-{task}" for task in TASKS)]
+    return [f"ours-{loss_type}", *STOCK_RUNS]
 
 
 def main() -> None:
@@ -144,7 +147,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--learning_rate", type=float, default=1e-4)
     parser.add_argument("--loss_type", default="bce", choices=["bce", "focal", "asl"], help="Our model's loss.")
-    parser.add_argument("--only", choices=["ours", *(f"stock-{task}" for task in TASKS)])
+    parser.add_argument("--only", choices=["ours", *STOCK_RUNS])
     args = parser.parse_args()
     runs = all_runs(args.loss_type)
     for name in [runs[0] if args.only == "ours" else args.only] if args.only else runs:
