@@ -174,7 +174,8 @@ class DataTrainingArguments:
 
 @dataclass
 class MultiTaskTrainingArguments(TrainingArguments):
-    """`TrainingArguments` with three defaults changed, each measured or reasoned in BENCHMARKS.md / the README."""
+    """`TrainingArguments` with defaults of our own and two options added (`overwrite_output_dir`,
+    `malloc_trim_steps`), each measured or reasoned in BENCHMARKS.md / the README."""
 
     # Batches of similar length: GoEmotions averages 19 real tokens a text but 37 once padded in random batches.
     train_sampling_strategy: str = field(
@@ -206,11 +207,26 @@ class MultiTaskTrainingArguments(TrainingArguments):
                   "refusing; without it an interrupted run in output_dir is resumed."},
     )  # fmt: skip
 
+    # Training on the CPU, glibc keeps the freed blocks of ever different batch shapes, and the process grows; see
+    # BENCHMARKS.md ("Peak RSS") for what trimming saves and costs.
+    malloc_trim_steps: int = field(
+        default=10,
+        metadata={"help": "Training on the CPU under glibc (Linux), give freed memory back to the system every N "
+                  "optimizer steps (malloc_trim); 0: never."},
+    )  # fmt: skip
+
     def __post_init__(self):
         # Under torchrun or `accelerate launch` on a machine without an accelerator, TrainingArguments sets up data
         # parallelism only with use_cpu; otherwise every process trains alone on all the data, silently.
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
             self.use_cpu = True
+        # Pinned memory only speeds copies to an accelerator; without one, torch warns at every DataLoader.
+        if not torch.accelerator.is_available():
+            self.dataloader_pin_memory = False
+        if self.malloc_trim_steps < 0:
+            raise ArgumentError(
+                f"--malloc_trim_steps must be 0 (never) or a positive step count, not {self.malloc_trim_steps}"
+            )
         super().__post_init__()
 
 

@@ -1,20 +1,49 @@
 """The Trainer subclass: an exact multi-task loss under gradient accumulation and data parallelism, per-task loss
 logging, a learning rate of its own for the heads, length-grouped batches for training and length-sorted ones for
-evaluation and prediction, training arguments saved as JSON, and our own model card."""
+evaluation and prediction, training arguments saved as JSON, our own model card, and freed memory handed back to the
+system while training on the CPU."""
 
+import ctypes
+import ctypes.util
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import SequentialSampler
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_pt_utils import LengthGroupedSampler, nested_gather
 
 from .data import longest_first, token_lengths
 from .metrics import tune_thresholds
 from .modeling_mtl import IGNORE_INDEX
+
+
+class ReleaseFreedMemory(TrainerCallback):
+    """Every `every` optimizer steps, glibc's `malloc_trim(0)`: freed heap pages go back to the system.
+
+    Written by hand because neither torch nor the Trainer offers it. Each batch has its own shape, so its tensors
+    have their own sizes; glibc keeps the blocks they free in its heap, split and merged, and on the CPU the
+    process grows from step to step although live memory does not (measured in BENCHMARKS.md, "Peak RSS").
+    """
+
+    def __init__(self, malloc_trim, every: int):
+        self.malloc_trim, self.every = malloc_trim, every
+
+    @classmethod
+    def for_training(cls, args) -> "ReleaseFreedMemory | None":
+        """The callback when training runs on the CPU under glibc and `args.malloc_trim_steps` > 0, else None."""
+        every = getattr(args, "malloc_trim_steps", 0)
+        if not every or args.device.type != "cpu":
+            return None
+        library = ctypes.util.find_library("c")
+        malloc_trim = getattr(ctypes.CDLL(library), "malloc_trim", None) if library else None
+        return cls(malloc_trim, every) if malloc_trim is not None else None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0:
+            self.malloc_trim(0)
 
 
 class MultiTaskTrainer(Trainer):
@@ -29,6 +58,9 @@ class MultiTaskTrainer(Trainer):
 
     def __init__(self, *args, model_card_writer=None, head_learning_rate: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        release = ReleaseFreedMemory.for_training(self.args)
+        if release is not None:
+            self.add_callback(release)
         self.head_learning_rate = head_learning_rate
         # Called by `create_model_card` (and so by `push_to_hub`) instead of the Trainer's generic card.
         self.model_card_writer = model_card_writer

@@ -53,3 +53,14 @@ def test_int8_inference_is_refused_where_it_would_not_apply(do_predict, device, 
     with pytest.raises(ArgumentError, match=re.escape(message)):
         check_int8_inference(model_args, training_args)
     check_int8_inference(SimpleNamespace(int8_inference=False), training_args)  # off: nothing to refuse
+
+
+def test_a_negative_malloc_trim_step_count_is_refused(tmp_path):
+    with pytest.raises(ArgumentError, match="--malloc_trim_steps must be 0 .* not -1"):
+        parse_arguments(["--output_dir", str(tmp_path), "--malloc_trim_steps", "-1"])
+
+
+@pytest.mark.skipif(torch.accelerator.is_available(), reason="pinned memory is for machines with an accelerator")
+def test_memory_is_not_pinned_without_an_accelerator(tmp_path):
+    _, _, training_args, _ = parse_arguments(["--output_dir", str(tmp_path)])
+    assert training_args.dataloader_pin_memory is False and training_args.malloc_trim_steps == 10

@@ -179,7 +179,7 @@ REMOTE_LOAD_SCRIPT = textwrap.dedent(
         with torch.no_grad():
             results[auto_class.__name__] = model(**batch).logits.tolist()
     config = AutoConfig.from_pretrained(directory, trust_remote_code=True)
-    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=True)
     classifier = pipeline("text-classification", model=directory, top_k=None, trust_remote_code=True)
     results["pipeline"] = classifier(["i love this movie", "bad day"])
     results["predict"] = model.predict(["i love this movie"], tokenizer)
@@ -211,6 +211,8 @@ def assert_fresh_interpreter_reproduces_logits(directory: Path, model, tmp_path:
         timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
+    # Loading as the README and the model card show never stops to ask whether to run the model's code.
+    assert "Do you wish to run the custom code" not in completed.stdout + completed.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     for name in ("AutoModel", "AutoModelForSequenceClassification"):
         assert torch.equal(torch.tensor(results[name]), expected), name

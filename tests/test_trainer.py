@@ -1,3 +1,6 @@
+import platform
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +11,7 @@ from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArgumen
 from mtl_model import BertForMultiTaskMultiLabel, BertMultiTaskConfig
 from mtl_model.arguments import MultiTaskTrainingArguments
 from mtl_model.metrics import build_compute_metrics
-from mtl_model.trainer import MultiTaskTrainer
+from mtl_model.trainer import MultiTaskTrainer, ReleaseFreedMemory
 
 TASKS = {"emotion": ["joy", "anger", "fear"], "sentiment": ["positive", "negative"]}
 M = -100.0
@@ -168,3 +171,32 @@ def test_int8_inference_predicts_with_the_int8_copy_and_restores_the_float_model
     assert trainer.model is model and trainer.model_wrapped is model
     assert not np.array_equal(int8_logits, float_logits)
     np.testing.assert_allclose(int8_logits, float_logits, atol=0.02)
+
+
+def test_training_on_the_cpu_trims_the_heap_every_n_steps(tmp_path, tiny_bert_dir, monkeypatch):
+    trims = []
+    monkeypatch.setattr("mtl_model.trainer.ctypes.CDLL", lambda library: SimpleNamespace(malloc_trim=trims.append))
+    args = MultiTaskTrainingArguments(
+        output_dir=str(tmp_path), report_to="none", use_cpu=True, per_device_train_batch_size=2, max_steps=5,
+        malloc_trim_steps=2, save_strategy="no",
+    )  # fmt: skip
+    collate = DataCollatorWithPadding(AutoTokenizer.from_pretrained(tiny_bert_dir))
+    MultiTaskTrainer(model=tiny_model(), args=args, train_dataset=tiny_dataset(), data_collator=collate).train()
+    assert trims == [0, 0]  # after steps 2 and 4
+
+
+def test_heap_trimming_is_off_when_disabled_or_not_on_the_cpu(tmp_path):
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, malloc_trim_steps=0)
+    trainer = MultiTaskTrainer(model=tiny_model(), args=args)
+    assert not any(isinstance(callback, ReleaseFreedMemory) for callback in trainer.callback_handler.callbacks)
+    on_a_gpu = SimpleNamespace(malloc_trim_steps=10, device=torch.device("cuda"))
+    assert ReleaseFreedMemory.for_training(on_a_gpu) is None
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_heap_trimming_finds_glibc_by_default(tmp_path):
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    trainer = MultiTaskTrainer(model=tiny_model(), args=args)
+    callbacks = trainer.callback_handler.callbacks
+    (release,) = [callback for callback in callbacks if isinstance(callback, ReleaseFreedMemory)]
+    assert release.every == 10 and release.malloc_trim(0) in (0, 1)
