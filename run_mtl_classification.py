@@ -101,6 +101,7 @@ def main(argv: list[str]) -> None:
         task_weights,
         model_args.classifier_dropout,
         model_args.cache_dir,
+        model_args.attention_dropout,
         **model_args.loss_options(),
         pos_weight=pos_weight,
     )

@@ -15,6 +15,7 @@ names the pending ones, so the comparison completes across several invocations:
     python bench/goemotions.py                         # all four runs, or what is left of them
     python bench/goemotions.py --only ours             # one run: ours, or stock-emotion, stock-ekman, ...
     python bench/goemotions.py --loss_type asl         # ours with another loss (its own run; stock runs shared)
+    python bench/goemotions.py --loss_type asl --task_weights ekman=2   # and per-task loss weights (its own run)
 """
 
 import argparse
@@ -42,13 +43,13 @@ def run_directory(name: str, epochs: float, learning_rate: float) -> Path:
     return REPO / "bench" / "runs" / f"goemotions-e{epochs:g}-lr{learning_rate:g}" / name
 
 
-def run_ours(output_dir: Path, epochs: float, learning_rate: float, loss_type: str) -> tuple[dict, float]:
+def run_ours(output_dir: Path, epochs: float, learning_rate: float, options: list[str]) -> tuple[dict, float]:
     """Per task, test F1 with the tuned thresholds (`test_*`) and at 0.5; and the training time. A killed run
     resumes from its last epoch's checkpoint (the CLI does that by itself)."""
     if not (output_dir / "all_results.json").exists():
         command = [
             sys.executable, str(REPO / "run_mtl_classification.py"), str(CONFIG),
-            "--num_train_epochs", str(epochs), "--learning_rate", str(learning_rate), "--loss_type", loss_type,
+            "--num_train_epochs", str(epochs), "--learning_rate", str(learning_rate), *options,
             "--output_dir", str(output_dir), "--save_total_limit", "1",
         ]  # fmt: skip
         subprocess.run(command, check=True, cwd=REPO)
@@ -97,13 +98,22 @@ def run_stock(task: str, output_dir: Path, epochs: float, learning_rate: float) 
     return {task: f1_at_half(output.predictions, output.label_ids)}, runtime
 
 
-def run_unless_finished(name: str, epochs: float, learning_rate: float) -> None:
+def ours_name(loss_type: str, task_weights: str | None) -> str:
+    return f"ours-{loss_type}" + (f"-weights-{task_weights}" if task_weights else "")
+
+
+def ours_options(loss_type: str, task_weights: str | None) -> list[str]:
+    return ["--loss_type", loss_type, *(["--task_weights", task_weights] if task_weights else [])]
+
+
+def run_unless_finished(name: str, epochs: float, learning_rate: float, ours: list[str]) -> None:
+    """Run `name` (a stock run, or ours with the CLI options `ours`) unless its results are there."""
     results_file = run_directory(name, epochs, learning_rate) / "results.json"
     if results_file.exists():
         return
     started = time.time()
     if name.startswith("ours-"):
-        scores, runtime = run_ours(results_file.parent, epochs, learning_rate, name.removeprefix("ours-"))
+        scores, runtime = run_ours(results_file.parent, epochs, learning_rate, ours)
     else:
         scores, runtime = run_stock(name.removeprefix("stock-"), results_file.parent, epochs, learning_rate)
     results_file.write_text(
@@ -111,10 +121,10 @@ def run_unless_finished(name: str, epochs: float, learning_rate: float) -> None:
     )
 
 
-def report(epochs: float, learning_rate: float, loss_type: str) -> dict:
+def report(epochs: float, learning_rate: float, loss_type: str, task_weights: str | None) -> dict:
     """The finished runs in the layout of bench/results/goemotions.json, and the names of the pending ones."""
-    ours = f"ours-{loss_type}"
-    files = {name: run_directory(name, epochs, learning_rate) / "results.json" for name in all_runs(loss_type)}
+    ours = ours_name(loss_type, task_weights)
+    files = {name: run_directory(name, epochs, learning_rate) / "results.json" for name in [ours, *STOCK_RUNS]}
     done = {name: json.loads(path.read_text()) for name, path in files.items() if path.exists()}
     stock = {}
     for name, run in done.items():
@@ -122,6 +132,7 @@ def report(epochs: float, learning_rate: float, loss_type: str) -> dict:
     return {
         "ours": done[ours]["scores"] if ours in done else {},
         "loss_type": loss_type,
+        "task_weights": task_weights or "1 each",
         "stock": stock,
         "pending": [name for name in files if name not in done],
         "train_runtime_s": {name: round(run["train_runtime_s"]) for name, run in done.items()},
@@ -140,21 +151,19 @@ def report(epochs: float, learning_rate: float, loss_type: str) -> dict:
 STOCK_RUNS = [f"stock-{task}" for task in TASKS]
 
 
-def all_runs(loss_type: str) -> list[str]:
-    return [f"ours-{loss_type}", *STOCK_RUNS]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--learning_rate", type=float, default=1e-4)
     parser.add_argument("--loss_type", default="bce", choices=["bce", "focal", "asl"], help="Our model's loss.")
+    parser.add_argument("--task_weights", help="Our model's per-task loss weights, e.g. ekman=2 (CLI syntax).")
     parser.add_argument("--only", choices=["ours", *STOCK_RUNS])
     args = parser.parse_args()
-    runs = all_runs(args.loss_type)
-    for name in [runs[0] if args.only == "ours" else args.only] if args.only else runs:
-        run_unless_finished(name, args.epochs, args.learning_rate)
-        summary = report(args.epochs, args.learning_rate, args.loss_type)
+    ours = ours_name(args.loss_type, args.task_weights)
+    runs = [ours, *STOCK_RUNS]
+    for name in [ours if args.only == "ours" else args.only] if args.only else runs:
+        run_unless_finished(name, args.epochs, args.learning_rate, ours_options(args.loss_type, args.task_weights))
+        summary = report(args.epochs, args.learning_rate, args.loss_type, args.task_weights)
         (REPO / "bench" / "results" / "goemotions.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 

@@ -58,6 +58,11 @@ class ModelArguments:
                   "choices": ["mean", "cls", "pooler"]},
     )  # fmt: skip
     classifier_dropout: float | None = field(default=None, metadata={"help": "Dropout before the heads."})
+    attention_dropout: float | None = field(
+        default=None,
+        metadata={"help": "Dropout on the attention probabilities while training (default: the encoder's own, 0.1 "
+                  "for BERT and the bundled MiniLM)."},
+    )  # fmt: skip
     task_weights: str | None = field(
         default=None, metadata={"help": "Loss weight per task, e.g. 'emotion=1,sentiment=0.5' (default 1 each)."}
     )

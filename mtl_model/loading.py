@@ -35,10 +35,12 @@ def build_config(
     task_weights: dict[str, float] | None = None,
     classifier_dropout: float | None = None,
     cache_dir: str | None = None,
+    attention_dropout: float | None = None,
     **loss_options,
 ) -> BertMultiTaskConfig:
-    """The encoder's architecture from the checkpoint; tasks, pooling and loss options (`loss_type`, `pos_weight`,
-    … see `BertMultiTaskConfig`) from us.
+    """The encoder's architecture from the checkpoint (with `attention_dropout`, when given, as its dropout on the
+    attention probabilities); tasks, pooling and loss options (`loss_type`, `pos_weight`, … see
+    `BertMultiTaskConfig`) from us.
 
     A model of ours with the same tasks keeps its config and tuned thresholds; the options given here replace its own.
     """
@@ -47,6 +49,8 @@ def build_config(
         base.pooling = pooling
         base.task_weights = {**base.task_weights, **(task_weights or {})}
         base.classifier_dropout = classifier_dropout if classifier_dropout is not None else base.classifier_dropout
+        if attention_dropout is not None:
+            base.attention_probs_dropout_prob = attention_dropout
         for name, value in loss_options.items():
             setattr(base, name, value)
         return base
@@ -57,6 +61,8 @@ def build_config(
         for item in dataclasses.fields(BertConfig)
         if item.name not in TASK_FIELDS and hasattr(base, item.name)
     }
+    if attention_dropout is not None:
+        architecture["attention_probs_dropout_prob"] = attention_dropout
     return BertMultiTaskConfig(
         **{**architecture, "classifier_dropout": classifier_dropout},
         tasks=tasks,

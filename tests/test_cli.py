@@ -256,7 +256,7 @@ def test_int8_inference_predicts_in_int8_and_saves_the_float_model(tiny_bert_dir
     assert "int8 inference" not in (outputs["float"] / "README.md").read_text()
 
 
-def test_loss_options_and_capped_pos_weight_reach_the_saved_config(tiny_bert_dir, tmp_path):
+def test_loss_and_dropout_options_and_capped_pos_weight_reach_the_saved_config(tiny_bert_dir, tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", list_records(16))
     dev = write_jsonl(tmp_path / "dev.jsonl", list_records(4))  # so that all 16 rows stay in training
     out = tmp_path / "out"
@@ -273,9 +273,12 @@ def test_loss_options_and_capped_pos_weight_reach_the_saved_config(tiny_bert_dir
         "2.5",
         "--task_weights",
         "topic=0.5",
+        "--attention_dropout",
+        "0.05",
     ]
     assert cli(args) == 0
     config = json.loads((out / "config.json").read_text())
+    assert config["attention_probs_dropout_prob"] == 0.05
     assert (config["loss_type"], config["focal_gamma"], config["task_weights"]) == (
         "focal",
         1.5,

@@ -153,6 +153,16 @@ def test_build_from_bert_checkpoint_initialises_fresh_heads(tiny_bert_dir):
     )
 
 
+def test_attention_dropout_replaces_the_encoders_and_survives_saving(tiny_bert_dir, tmp_path):
+    assert build_config(str(tiny_bert_dir), TASKS, "mean").attention_probs_dropout_prob == 0.0  # the encoder's own
+    config = build_config(str(tiny_bert_dir), TASKS, "mean", attention_dropout=0.25)
+    model = load_model(str(tiny_bert_dir), config)
+    assert {layer.attention.self.dropout.p for layer in model.bert.encoder.layer} == {0.25}
+    model.save_pretrained(tmp_path)
+    assert build_config(str(tmp_path), TASKS, "mean").attention_probs_dropout_prob == 0.25  # kept on reload
+    assert build_config(str(tmp_path), TASKS, "mean", attention_dropout=0.1).attention_probs_dropout_prob == 0.1
+
+
 REMOTE_LOAD_SCRIPT = textwrap.dedent(
     """
     import json, sys
