@@ -223,10 +223,11 @@ class MultiTaskTrainingArguments(TrainingArguments):
     def __post_init__(self):
         # Under torchrun or `accelerate launch` on a machine without an accelerator, TrainingArguments sets up data
         # parallelism only with use_cpu; otherwise every process trains alone on all the data, silently.
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
+        has_accelerator = torch.accelerator.is_available()
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator:
             self.use_cpu = True
         # Pinned memory only speeds copies to an accelerator; without one, torch warns at every DataLoader.
-        if not torch.accelerator.is_available():
+        if not has_accelerator:
             self.dataloader_pin_memory = False
         if self.malloc_trim_steps < 0:
             raise ArgumentError(
@@ -333,8 +334,13 @@ def check_int8_inference(model_args: ModelArguments, training_args: TrainingArgu
         return
     if not training_args.do_predict:
         raise ArgumentError("--int8_inference applies to the test predictions: add --do_predict")
-    if training_args.device.type != "cpu":
-        raise ArgumentError(f"--int8_inference runs on the CPU only; this run uses {training_args.device}")
+    check_int8_device(training_args.device)
+
+
+def check_int8_device(device: torch.device) -> None:
+    """int8 inference (`quantized_for_cpu`) runs on the CPU; the CLI and the trainer both refuse other devices."""
+    if device.type != "cpu":
+        raise ArgumentError(f"int8 inference runs on the CPU only; this run uses {device}")
 
 
 def check_metric_for_best_model(training_args: TrainingArguments, names: list[str]) -> None:

@@ -4,7 +4,7 @@ evaluation and prediction, training arguments saved as JSON, our own model card,
 system while training on the CPU."""
 
 import ctypes
-import ctypes.util
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_pt_utils import LengthGroupedSampler, nested_gather
 
+from .arguments import check_int8_device
 from .data import longest_first, token_lengths
 from .metrics import tune_thresholds
 from .modeling_mtl import IGNORE_INDEX
@@ -37,8 +38,8 @@ class ReleaseFreedMemory(TrainerCallback):
         every = getattr(args, "malloc_trim_steps", 0)
         if not every or args.device.type != "cpu":
             return None
-        library = ctypes.util.find_library("c")
-        malloc_trim = getattr(ctypes.CDLL(library), "malloc_trim", None) if library else None
+        # The symbols already loaded into the process (the C library among them); no search for the library file.
+        malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", None) if os.name == "posix" else None
         return cls(malloc_trim, every) if malloc_trim is not None else None
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -129,8 +130,7 @@ class MultiTaskTrainer(Trainer):
     def int8_inference(self):
         """Within the block, evaluation and prediction run the model's int8 copy (`quantized_for_cpu`); the float
         model, which training and saving use, comes back after it."""
-        if self.args.device.type != "cpu":
-            raise ValueError(f"int8 inference runs on the CPU only; this run uses {self.args.device}")
+        check_int8_device(self.args.device)
         model, wrapped = self.model, self.model_wrapped
         self.model = self.model_wrapped = model.quantized_for_cpu()
         try:
