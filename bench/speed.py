@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Training and inference throughput on the CPU: the stock multi-label recipe against ours, back to back.
+"""Training and inference throughput: the stock multi-label recipe against ours, back to back (CPU or GPU).
 
 Both on the GoEmotions texts with the bundled MiniLM, batch size 32, max length 64:
 - stock: `AutoModelForSequenceClassification(problem_type="multi_label_classification")` over the 39 labels of the
@@ -13,7 +13,11 @@ medians and the median of the per-pair ratios ours/stock. Training throughput co
 after `--warmup_steps`; inference throughput is the Trainer's own over the whole test split. Achieved training
 GFLOP/s ≈ 6 × non-embedding parameters × real (unpadded) tokens per second, against this machine's fp32 matmul rate.
 
+On a GPU the int8 and trimming recipes do not apply (both are CPU-only); `--bf16` trains both recipes in bf16
+mixed precision, and the matmul rate is measured on the GPU in the dtype trained:
+
     python bench/speed.py                # writes bench/results/speed.json
+    python bench/speed.py --recipes stock ours --bf16 --output bench/results/speed-gpu-bf16.json
 """
 
 import argparse
@@ -47,12 +51,14 @@ BATCH_SIZE, MAX_LENGTH = 32, 64
 
 
 class StepClock(TrainerCallback):
-    """perf_counter at the end of every optimizer step."""
+    """perf_counter at the end of every optimizer step (after the GPU's queued work, on a GPU)."""
 
     def __init__(self):
         self.times = []
 
     def on_step_end(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         self.times.append(time.perf_counter())
 
 
@@ -85,13 +91,14 @@ def non_embedding_parameters(encoder) -> int:
     return sum(weights.numel() for name, weights in encoder.named_parameters() if not name.startswith("embeddings."))
 
 
-def run_stock(data_dir: Path, warmup_steps: int, steps: int, output_dir: str) -> dict:
+def run_stock(data_dir: Path, warmup_steps: int, steps: int, output_dir: str, bf16: bool) -> dict:
     names = label_names(str(data_dir / "labels.json"), TASKS)
     encoder = bundled_encoder_path()
     args = TrainingArguments(
         output_dir=output_dir,
         per_device_train_batch_size=BATCH_SIZE,
         max_steps=warmup_steps + steps,
+        bf16=bf16,
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
@@ -134,33 +141,38 @@ def run_ours(data_dir: Path, warmup_steps: int, steps: int, output_dir: str, ext
     }
 
 
-def run_recipe(recipe: str, data_dir: Path, warmup_steps: int, steps: int) -> dict:
+def run_recipe(recipe: str, data_dir: Path, warmup_steps: int, steps: int, bf16: bool) -> dict:
     with tempfile.TemporaryDirectory() as output_dir:
         if recipe == "stock":
-            figures = run_stock(data_dir, warmup_steps, steps, output_dir)
+            figures = run_stock(data_dir, warmup_steps, steps, output_dir, bf16)
         else:
-            figures = run_ours(data_dir, warmup_steps, steps, output_dir, OURS[recipe])
+            extra_args = OURS[recipe] + (["--bf16", "true"] if bf16 else [])
+            figures = run_ours(data_dir, warmup_steps, steps, output_dir, extra_args)
     figures["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return figures
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
-    """Median fp32 matmul rate of this machine with torch's default threads: the practical peak."""
-    a = torch.randn(size, size)
+def matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    """Median matmul rate of the device trained on (the GPU if any, else the CPU with torch's default threads) in
+    the dtype trained: the practical peak."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(3):
         a @ a
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
         a @ a
+        if device == "cuda":
+            torch.cuda.synchronize()
         rates.append(2 * size**3 / (time.perf_counter() - start) / 1e9)
     return statistics.median(rates)
 
 
-def summarise(runs: list[dict], peak_gflops: float, parameters: int) -> dict:
+def summarise(runs: list[dict], recipes: list[str], peak_gflops: float, parameters: int) -> dict:
     medians = {
         recipe: {key: statistics.median(run[recipe][key] for run in runs) for key in runs[0][recipe]}
-        for recipe in RECIPES
+        for recipe in recipes
     }
     for figures in medians.values():
         gflops = 6 * parameters * figures["real_tokens_per_second"] / 1e9
@@ -171,7 +183,8 @@ def summarise(runs: list[dict], peak_gflops: float, parameters: int) -> dict:
             key: statistics.median(run[recipe][key] / run["stock"][key] for run in runs)
             for key in ("train_samples_per_second", "predict_samples_per_second", "peak_rss_mib")
         }
-        for recipe in OURS
+        for recipe in recipes
+        if recipe != "stock"
     }
     return {"median": medians, "median_ratio_over_stock": ratios}
 
@@ -182,27 +195,41 @@ def main() -> None:
     parser.add_argument("--warmup_steps", type=int, default=10)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES), help="stock comes first")
+    parser.add_argument("--bf16", action="store_true", help="bf16 mixed-precision training (GPU) for every recipe")
+    parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "speed.json")
     parser.add_argument("--recipe", choices=RECIPES, help="(internal) run one recipe, print its JSON")
     args = parser.parse_args()
     if args.recipe:
-        print("RESULT " + json.dumps(run_recipe(args.recipe, args.data_dir, args.warmup_steps, args.steps)))
+        figures = run_recipe(args.recipe, args.data_dir, args.warmup_steps, args.steps, args.bf16)
+        print("RESULT " + json.dumps(figures))
         return
+    if args.recipes[0] != "stock":
+        parser.error("--recipes: the ratios are over stock, so stock comes first")
 
+    peak = matmul_gflops(torch.bfloat16 if args.bf16 else torch.float32)
+    parameters = non_embedding_parameters(AutoModel.from_pretrained(bundled_encoder_path()))
     runs = []
     for repeat in range(args.repeats):
         run = {}
-        for recipe in RECIPES:
+        for recipe in args.recipes:
             command = [sys.executable, __file__, "--recipe", recipe, "--data_dir", str(args.data_dir),
-                       "--warmup_steps", str(args.warmup_steps), "--steps", str(args.steps)]  # fmt: skip
+                       "--warmup_steps", str(args.warmup_steps), "--steps", str(args.steps),
+                       *(["--bf16"] if args.bf16 else [])]  # fmt: skip
             output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPO).stdout
             run[recipe] = json.loads(output.rsplit("RESULT ", 1)[1])
             print(f"repeat {repeat + 1} {recipe}: {json.dumps(run[recipe])}", flush=True)
         runs.append(run)
-    peak = matmul_gflops()
-    parameters = non_embedding_parameters(AutoModel.from_pretrained(bundled_encoder_path()))
-    report = {
-        **summarise(runs, peak, parameters),
-        "fp32_matmul_gflops": peak,
+        # Written after every repeat, so that a run cut short keeps its finished repeats.
+        report = speed_report(runs, args, peak, parameters)
+        args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({key: value for key, value in report.items() if key.startswith(("median", "matmul"))}, indent=2))
+
+
+def speed_report(runs: list[dict], args: argparse.Namespace, peak: float, parameters: int) -> dict:
+    return {
+        **summarise(runs, args.recipes, peak, parameters),
+        "matmul_gflops": peak,
         "non_embedding_parameters": parameters,
         "runs": runs,
         "settings": {
@@ -210,16 +237,15 @@ def main() -> None:
             "max_length": MAX_LENGTH,
             "warmup_steps": args.warmup_steps,
             "steps": args.steps,
-            "repeats": args.repeats,
+            "repeats": len(runs),
             "tasks": TASKS,
+            "bf16": args.bf16,
         },  # fmt: skip
         "torch_threads": torch.get_num_threads(),
         "date": datetime.date.today().isoformat(),
         "cpu": cpu_model(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
-    output = REPO / "bench" / "results" / "speed.json"
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({key: value for key, value in report.items() if key.startswith(("median", "fp32"))}, indent=2))
 
 
 if __name__ == "__main__":
