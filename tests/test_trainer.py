@@ -9,7 +9,7 @@ from datasets import Dataset
 from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArguments
 
 from mtl_model import BertForMultiTaskMultiLabel, BertMultiTaskConfig
-from mtl_model.arguments import MultiTaskTrainingArguments
+from mtl_model.arguments import ArgumentError, MultiTaskTrainingArguments
 from mtl_model.metrics import build_compute_metrics
 from mtl_model.trainer import MultiTaskTrainer, ReleaseFreedMemory
 
@@ -171,6 +171,15 @@ def test_int8_inference_predicts_with_the_int8_copy_and_restores_the_float_model
     assert trainer.model is model and trainer.model_wrapped is model
     assert not np.array_equal(int8_logits, float_logits)
     np.testing.assert_allclose(int8_logits, float_logits, atol=0.02)
+
+
+def test_int8_inference_is_refused_off_the_cpu_before_the_model_is_swapped():
+    model = tiny_model()
+    on_a_gpu = SimpleNamespace(args=SimpleNamespace(device=torch.device("cuda")), model=model, model_wrapped=model)
+    with pytest.raises(ArgumentError, match="int8 inference runs on the CPU only; this run uses cuda"):
+        with MultiTaskTrainer.int8_inference(on_a_gpu):
+            pass
+    assert on_a_gpu.model is model and on_a_gpu.model_wrapped is model
 
 
 def test_training_on_the_cpu_trims_the_heap_every_n_steps(tmp_path, tiny_bert_dir, monkeypatch):
