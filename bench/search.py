@@ -82,8 +82,8 @@ def run_all(pending: list[tuple[str, list[str], Path]], parallel: int) -> None:
     while pending or running:
         while pending and len(running) < parallel:
             name, command, _ = pending.pop(0)
-            log = open(SEARCH_DIR / "logs" / f"{name}.log", "w")
-            running.append((name, subprocess.Popen(command, cwd=REPO, env=environment, stdout=log, stderr=log)))
+            with open(SEARCH_DIR / "logs" / f"{name}.log", "w") as log:  # the child keeps its own copy
+                running.append((name, subprocess.Popen(command, cwd=REPO, env=environment, stdout=log, stderr=log)))
         time.sleep(5)
         for name, process in [job for job in running if job[1].poll() is not None]:
             print(f"{name}: exit {process.returncode}", flush=True)
