@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from goemotions import CONFIG, REPO, TASKS, run_directory, run_unless_finished
-from settings import cpu_model
+from settings import cpu_model, gpu_model
 
 SEARCH_DIR = REPO / "bench" / "runs" / "search"
 # Our runs: name -> CLI options on top of the example config (3 epochs at 1e-4 is the CPU benchmark's setting).
@@ -88,7 +88,7 @@ def run_all(pending: list[tuple[str, list[str], Path]], parallel: int) -> None:
         for name, process in [job for job in running if job[1].poll() is not None]:
             print(f"{name}: exit {process.returncode}", flush=True)
             running.remove((name, process))
-        write_summary()
+            write_summary()
 
 
 def ours_figures(results: dict) -> dict:
@@ -112,27 +112,22 @@ def write_summary() -> dict:
         for name in OURS
         if (SEARCH_DIR / name / "all_results.json").exists()
     }
+    all_jobs = jobs()
     stock = {
-        name: json.loads(done.read_text()) for name, _, done in jobs() if name.startswith("stock-") and done.exists()
+        name: json.loads(done.read_text()) for name, _, done in all_jobs if name.startswith("stock-") and done.exists()
     }
     summary = {
         "ours_by_validation_macro_f1": dict(
             sorted(ours.items(), key=lambda item: item[1]["validation_macro_f1_mean"], reverse=True)
         ),
         "stock": stock,
-        "pending": [name for name, _, done in jobs() if not done.exists()],
+        "pending": [name for name, _, done in all_jobs if not done.exists()],
         "date": datetime.date.today().isoformat(),
         "cpu": cpu_model(),
-        "gpu": gpu_name(),
+        "gpu": gpu_model(),
     }
     (REPO / "bench" / "results" / "search.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def gpu_name() -> str | None:
-    import torch
-
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
 
 
 def main() -> None:

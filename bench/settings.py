@@ -105,6 +105,12 @@ def cpu_model() -> str:
     return platform.machine()
 
 
+def gpu_model() -> str | None:
+    import torch  # only the speed and search benchmarks ask; the comparisons here run the CLI in subprocesses
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("comparison", choices=sorted(COMPARISONS))

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from settings import cpu_model  # noqa: E402
+from settings import cpu_model, gpu_model  # noqa: E402
 from stock import label_names, multi_hot_dataset, stock_trainer  # noqa: E402
 
 from mtl_model.arguments import bundled_encoder_path  # noqa: E402
@@ -244,7 +244,7 @@ def speed_report(runs: list[dict], args: argparse.Namespace, peak: float, parame
         "torch_threads": torch.get_num_threads(),
         "date": datetime.date.today().isoformat(),
         "cpu": cpu_model(),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "gpu": gpu_model(),
     }
 
 

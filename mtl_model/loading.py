@@ -45,12 +45,12 @@ def build_config(
     A model of ours with the same tasks keeps its config and tuned thresholds; the options given here replace its own.
     """
     base = AutoConfig.from_pretrained(model_name_or_path, cache_dir=cache_dir)
+    if attention_dropout is not None:
+        base.attention_probs_dropout_prob = attention_dropout  # part of the architecture either way below
     if isinstance(base, BertMultiTaskConfig) and base.tasks == tasks:
         base.pooling = pooling
         base.task_weights = {**base.task_weights, **(task_weights or {})}
         base.classifier_dropout = classifier_dropout if classifier_dropout is not None else base.classifier_dropout
-        if attention_dropout is not None:
-            base.attention_probs_dropout_prob = attention_dropout
         for name, value in loss_options.items():
             setattr(base, name, value)
         return base
@@ -61,8 +61,6 @@ def build_config(
         for item in dataclasses.fields(BertConfig)
         if item.name not in TASK_FIELDS and hasattr(base, item.name)
     }
-    if attention_dropout is not None:
-        architecture["attention_probs_dropout_prob"] = attention_dropout
     return BertMultiTaskConfig(
         **{**architecture, "classifier_dropout": classifier_dropout},
         tasks=tasks,
