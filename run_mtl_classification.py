@@ -38,7 +38,14 @@ from mtl_model.data import (
     resolve_tasks,
     select_first,
 )
-from mtl_model.loading import build_config, check_resumable, checkpoint_to_resume, load_model, trained_tasks
+from mtl_model.loading import (
+    build_config,
+    check_resumable,
+    checkpoint_to_resume,
+    freeze_word_embeddings,
+    load_model,
+    trained_tasks,
+)
 from mtl_model.metrics import build_compute_metrics, metric_names, metrics_at_threshold
 from mtl_model.report import render_model_card, write_evaluation_report, write_predictions
 from mtl_model.trainer import MultiTaskTrainer
@@ -106,6 +113,8 @@ def main(argv: list[str]) -> None:
         pos_weight=pos_weight,
     )
     model = load_model(model_args.model_name_or_path, config, model_args.cache_dir)
+    if model_args.freeze_word_embeddings:
+        freeze_word_embeddings(model)
     checkpoint = checkpoint_to_resume(training_args) if training_args.do_train else None
     if checkpoint:
         check_resumable(checkpoint, config)

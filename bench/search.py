@@ -37,7 +37,15 @@ OURS = {
     "asl-e3-lr1e-4-seed1": [*ASL, "--num_train_epochs", "3", "--seed", "1"],
     "asl-e3-lr1e-4-seed2": [*ASL, "--num_train_epochs", "3", "--seed", "2"],
     "asl-e3-lr1e-4-ekman2": [*ASL, "--num_train_epochs", "3", "--task_weights", "ekman=2"],
-    "asl-e3-lr1e-4-attention-dropout0": [*ASL, "--num_train_epochs", "3", "--attention_dropout", "0"],
+    "asl-e3-lr1e-4-dropout-embeddings": [
+        *ASL,
+        "--num_train_epochs",
+        "3",
+        "--attention_dropout",
+        "0.1",
+        "--freeze_word_embeddings",
+        "false",
+    ],  # fmt: skip
     "asl-e3-lr2e-4": [*ASL, "--num_train_epochs", "3", "--learning_rate", "2e-4"],
     "asl-e3-lr5e-5": [*ASL, "--num_train_epochs", "3", "--learning_rate", "5e-5"],
     "asl-e5-lr1e-4": [*ASL, "--num_train_epochs", "5"],

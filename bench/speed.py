@@ -6,7 +6,10 @@ Both on the GoEmotions texts with the bundled MiniLM, batch size 32, max length 
   three taxonomies, a plain `Trainer` with its defaults, `DataCollatorWithPadding` (bench/stock.py);
 - ours: `run_mtl_classification.py` itself with three tasks and its defaults;
 - ours-int8: the same with `--int8_inference` (the test split predicted in int8; training is ours);
-- ours-no-trim: the same with `--malloc_trim_steps 0` (what giving freed memory back to the system costs and saves).
+- ours-no-trim: the same with `--malloc_trim_steps 0` (what giving freed memory back to the system costs and saves);
+- ours-dropout: the same with the encoder's attention dropout (0.1) instead of none;
+- ours-dropout-embeddings: that, and the word embeddings trained too, as the stock recipe trains them (what those two
+  defaults of ours buy).
 
 Each recipe runs in its own process (peak RSS only grows), `--repeats` times, alternating, and the report quotes
 medians and the median of the per-pair ratios ours/stock. Training throughput counts the `--steps` optimizer steps
@@ -45,7 +48,13 @@ from mtl_model.arguments import bundled_encoder_path  # noqa: E402
 
 TASKS = ["emotion", "ekman", "sentiment"]
 # Each of our recipes: the CLI's extra arguments.
-OURS = {"ours": [], "ours-int8": ["--int8_inference"], "ours-no-trim": ["--malloc_trim_steps", "0"]}
+OURS = {
+    "ours": [],
+    "ours-int8": ["--int8_inference"],
+    "ours-no-trim": ["--malloc_trim_steps", "0"],
+    "ours-dropout": ["--attention_dropout", "0.1"],
+    "ours-dropout-embeddings": ["--attention_dropout", "0.1", "--freeze_word_embeddings", "false"],
+}
 RECIPES = ("stock", *OURS)
 BATCH_SIZE, MAX_LENGTH = 32, 64
 

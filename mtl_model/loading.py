@@ -77,6 +77,12 @@ def load_model(model_name_or_path: str, config: BertMultiTaskConfig, cache_dir: 
     return model
 
 
+def freeze_word_embeddings(model: BertForMultiTaskMultiLabel) -> None:
+    """No gradient for the word-embedding matrix [vocab, hidden]: the Trainer's optimizer skips parameters that do
+    not require one, so neither its dense gradient nor its two AdamW moments are ever allocated."""
+    model.get_input_embeddings().weight.requires_grad_(False)
+
+
 def enable_remote_code(model: BertForMultiTaskMultiLabel) -> None:
     """Make `save_pretrained` copy our two model files and write an `auto_map` for AutoConfig, AutoModel and
     AutoModelForSequenceClassification. `register_for_auto_class` records one auto class per model class, so the

@@ -3,6 +3,7 @@
 import csv
 import json
 import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -289,6 +290,35 @@ def test_loss_and_dropout_options_and_capped_pos_weight_reach_the_saved_config(t
     card = (out / "README.md").read_text()
     assert "- Loss: sum over tasks of weighted per-label focal loss (γ 1.5) (task weights: mood 1, topic 0.5);" in card
     assert "positives weighted per label" in card
+
+
+@pytest.mark.parametrize(
+    "flags, frozen, attention_dropout",
+    [([], True, 0.0), (["--freeze_word_embeddings", "false", "--attention_dropout", "0.1"], False, 0.1)],
+)
+def test_speed_defaults_freeze_word_embeddings_and_drop_attention_dropout(
+    tiny_bert_dir, tmp_path, flags, frozen, attention_dropout
+):
+    encoder = tmp_path / "encoder"  # the tiny encoder with BERT's own attention dropout, which the defaults replace
+    shutil.copytree(tiny_bert_dir, encoder)
+    config = json.loads((encoder / "config.json").read_text())
+    (encoder / "config.json").write_text(json.dumps({**config, "attention_probs_dropout_prob": 0.3}))
+    train = write_jsonl(tmp_path / "train.jsonl", list_records(16))
+    out = tmp_path / "out"
+    assert (
+        cli(
+            [
+                *base_args(encoder, out, "--train_file", str(train), "--task_columns", "mood,topic", "--do_train"),
+                *flags,
+            ]
+        )
+        == 0
+    )
+    assert json.loads((out / "config.json").read_text())["attention_probs_dropout_prob"] == attention_dropout
+    before, after = load_file(encoder / "model.safetensors"), load_file(out / "model.safetensors")
+    words, positions = "embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight"
+    assert torch.equal(after[f"bert.{words}"], before[words]) == frozen
+    assert not torch.equal(after[f"bert.{positions}"], before[positions])  # the rest of the encoder trains
 
 
 def test_early_stopping_ends_the_run_early(tiny_bert_dir, tmp_path):

@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""Label structure after training: mix each Ekman and sentiment probability with its emotions' probabilities.
+
+GoEmotions' Ekman and sentiment labels are groups of the 28 emotions (`examples/goemotions/build_dataset.py`), so
+the emotion head also scores them: a group's probability is the largest of its emotions' (`max`) or the chance that
+any of them holds if they were independent (`noisy_or`). Each variant mixes that with the task's own head,
+p = (1 - alpha) · p_head + alpha · p_group, tunes the thresholds on the validation split as the CLI does, and
+reports validation and test macro-F1 (and test micro-F1). The choice would have to be made on validation.
+
+    python bench/goemotions.py --only ours --loss_type asl   # trains the model first, if not there yet
+    python bench/label_groups.py                             # writes bench/results/label_groups.json
+"""
+
+import argparse
+import datetime
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "examples" / "goemotions"))
+
+from build_dataset import EKMAN, NEUTRAL, SENTIMENT  # noqa: E402
+from goemotions import DATA, run_directory  # noqa: E402
+from settings import cpu_model  # noqa: E402
+
+from mtl_model import BertForMultiTaskMultiLabel  # noqa: E402
+from mtl_model.metrics import multitask_metrics, sigmoid, tune_thresholds  # noqa: E402
+
+GROUPINGS = {"ekman": EKMAN, "sentiment": SENTIMENT}
+ALPHAS = (0.25, 0.5, 0.75, 1.0)
+
+
+@torch.inference_mode()
+def logits_and_labels(model, tokenizer, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """One split's logits and multi-hot labels, both [rows, total_labels] in the config's order."""
+    rows = [json.loads(line) for line in (DATA / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
+    encoded = tokenizer([row["text"] for row in rows], truncation=True, max_length=128)
+    order = sorted(range(len(rows)), key=lambda row: -len(encoded["input_ids"][row]))
+    logits = np.zeros((len(rows), len(model.config.label_names)), dtype=np.float32)
+    for start in range(0, len(order), 64):
+        batch_rows = order[start : start + 64]
+        batch = tokenizer.pad([{key: values[row] for key, values in encoded.items()} for row in batch_rows])
+        logits[batch_rows] = model(**batch.convert_to_tensors("pt")).logits.numpy()
+    labels = np.zeros_like(logits)
+    names = model.config.label_names
+    for index, row in enumerate(rows):
+        for task in model.config.tasks:
+            labels[index, [names.index(f"{task}/{label}") for label in row[task]]] = 1
+    return logits, labels
+
+
+def mixed_logits(logits: np.ndarray, config, alpha: float, group_score: str) -> np.ndarray:
+    """Each grouped task's probabilities mixed with its groups' emotion scores, back as logits [rows, labels]."""
+    probabilities = sigmoid(logits)
+    emotions = probabilities[:, config.task_slices["emotion"]]  # [rows, 28]
+    mixed = logits.astype(np.float64)
+    for task, grouping in GROUPINGS.items():
+        members = {**grouping, NEUTRAL: [NEUTRAL]}
+        columns = [[config.tasks["emotion"].index(name) for name in members[label]] for label in config.tasks[task]]
+        if group_score == "max":
+            groups = np.stack([emotions[:, group].max(1) for group in columns], 1)
+        else:
+            groups = np.stack([1 - np.prod(1 - emotions[:, group], 1) for group in columns], 1)
+        blend = np.clip((1 - alpha) * probabilities[:, config.task_slices[task]] + alpha * groups, 1e-7, 1 - 1e-7)
+        mixed[:, config.task_slices[task]] = np.log(blend / (1 - blend))
+    return mixed
+
+
+def scores(config, validation: tuple, test: tuple) -> dict:
+    """Thresholds tuned on validation; macro-F1 on validation and test, micro-F1 on test, per task."""
+    thresholds = tune_thresholds(*validation, config.tasks)
+    on_validation = multitask_metrics(*validation, config.tasks, thresholds)
+    on_test = multitask_metrics(*test, config.tasks, thresholds)
+    return {
+        task: {
+            "validation_macro_f1": round(on_validation[f"{task}_macro_f1"], 4),
+            "test_macro_f1": round(on_test[f"{task}_macro_f1"], 4),
+            "test_micro_f1": round(on_test[f"{task}_micro_f1"], 4),
+        }
+        for task in config.tasks
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_dir", type=Path, default=run_directory("ours-asl", 3, 1e-4))
+    args = parser.parse_args()
+    model = BertForMultiTaskMultiLabel.from_pretrained(args.model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    validation, test = (logits_and_labels(model, tokenizer, split) for split in ("validation", "test"))
+    variants = {"heads alone": scores(model.config, validation, test)}
+    for group_score in ("max", "noisy_or"):
+        for alpha in ALPHAS:
+            mixed = [
+                (mixed_logits(logits, model.config, alpha, group_score), labels)
+                for logits, labels in (validation, test)
+            ]
+            variants[f"{group_score}, alpha {alpha:g}"] = scores(model.config, *mixed)
+    report = {
+        "variants": variants,
+        "model_dir": os.path.relpath(args.model_dir, REPO),
+        "date": datetime.date.today().isoformat(),
+        "cpu": cpu_model(),
+    }
+    (REPO / "bench" / "results" / "label_groups.json").write_text(json.dumps(report, indent=2) + "\n")
+    for name, by_task in variants.items():
+        print(name, {task: tuple(figures.values()) for task, figures in by_task.items() if task != "emotion"})
+
+
+if __name__ == "__main__":
+    main()
