@@ -117,7 +117,7 @@ def main(argv: list[str]) -> None:
         freeze_word_embeddings(model)
     checkpoint = checkpoint_to_resume(training_args) if training_args.do_train else None
     if checkpoint:
-        check_resumable(checkpoint, config)
+        check_resumable(checkpoint, model)
 
     trainer = MultiTaskTrainer(
         model=model,

@@ -6,8 +6,9 @@ import logging
 import os
 import shutil
 
+import torch
 from transformers import AutoConfig, BertConfig
-from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer import OPTIMIZER_NAME, TRAINER_STATE_NAME
 from transformers.trainer_utils import sort_checkpoints
 
 from .arguments import ArgumentError
@@ -126,9 +127,30 @@ def newest_complete_checkpoint(output_dir: str) -> str | None:
     return None
 
 
-def check_resumable(checkpoint: str, config: BertMultiTaskConfig) -> None:
-    """Fail before training when `checkpoint` is not this model with these tasks, naming the difference, instead of
-    a shape error from deep inside the Trainer's weight loading."""
+def check_resumable(checkpoint: str, model: BertForMultiTaskMultiLabel) -> None:
+    """Fail before training when `checkpoint` is not this model with these tasks and these trained parameters,
+    naming the difference, instead of a shape error from deep inside the Trainer's weight or optimizer loading."""
+    check_resumable_config(checkpoint, model.config)
+    check_optimizer_covers(checkpoint, model)
+
+
+def check_optimizer_covers(checkpoint: str, model: BertForMultiTaskMultiLabel) -> None:
+    """The checkpoint's optimizer state must hold one entry per parameter this run trains: a run that trained its
+    word embeddings cannot go on with them frozen, or the other way round."""
+    path = os.path.join(checkpoint, OPTIMIZER_NAME)
+    if not os.path.isfile(path):
+        return  # sharded or DeepSpeed optimizer states: the Trainer loads and checks them itself
+    groups = torch.load(path, map_location="cpu", weights_only=True)["param_groups"]
+    saved = sum(len(group["params"]) for group in groups)
+    trained = sum(1 for parameter in model.parameters() if parameter.requires_grad)
+    if saved != trained:
+        raise ArgumentError(
+            f"cannot resume from {checkpoint}: its optimizer state covers {saved} parameter tensors, this run trains "
+            f"{trained}; was it trained with another --freeze_word_embeddings?"
+        )
+
+
+def check_resumable_config(checkpoint: str, config: BertMultiTaskConfig) -> None:
     saved = read_json(os.path.join(checkpoint, "config.json"))
     if saved is None:
         raise ArgumentError(f"cannot resume from {checkpoint}: no readable config.json (not a checkpoint)")
