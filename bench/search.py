@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from goemotions import CONFIG, REPO, TASKS, run_directory, run_unless_finished
-from settings import cpu_model, gpu_model
+from settings import ENCODER_AS_IT_COMES, cpu_model, gpu_model
 
 SEARCH_DIR = REPO / "bench" / "runs" / "search"
 # Our runs: name -> CLI options on top of the example config (3 epochs at 1e-4 is the CPU benchmark's setting).
@@ -37,15 +37,7 @@ OURS = {
     "asl-e3-lr1e-4-seed1": [*ASL, "--num_train_epochs", "3", "--seed", "1"],
     "asl-e3-lr1e-4-seed2": [*ASL, "--num_train_epochs", "3", "--seed", "2"],
     "asl-e3-lr1e-4-ekman2": [*ASL, "--num_train_epochs", "3", "--task_weights", "ekman=2"],
-    "asl-e3-lr1e-4-dropout-embeddings": [
-        *ASL,
-        "--num_train_epochs",
-        "3",
-        "--attention_dropout",
-        "0.1",
-        "--freeze_word_embeddings",
-        "false",
-    ],  # fmt: skip
+    "asl-e3-lr1e-4-dropout-embeddings": [*ASL, "--num_train_epochs", "3", *ENCODER_AS_IT_COMES],
     "asl-e3-lr2e-4": [*ASL, "--num_train_epochs", "3", "--learning_rate", "2e-4"],
     "asl-e3-lr5e-5": [*ASL, "--num_train_epochs", "3", "--learning_rate", "5e-5"],
     "asl-e5-lr1e-4": [*ASL, "--num_train_epochs", "5"],

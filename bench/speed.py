@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from settings import cpu_model, gpu_model  # noqa: E402
+from settings import ENCODER_AS_IT_COMES, cpu_model, gpu_model  # noqa: E402
 from stock import label_names, multi_hot_dataset, stock_trainer  # noqa: E402
 
 from mtl_model.arguments import bundled_encoder_path  # noqa: E402
@@ -53,7 +53,7 @@ OURS = {
     "ours-int8": ["--int8_inference"],
     "ours-no-trim": ["--malloc_trim_steps", "0"],
     "ours-dropout": ["--attention_dropout", "0.1"],
-    "ours-dropout-embeddings": ["--attention_dropout", "0.1", "--freeze_word_embeddings", "false"],
+    "ours-dropout-embeddings": ENCODER_AS_IT_COMES,
 }
 RECIPES = ("stock", *OURS)
 BATCH_SIZE, MAX_LENGTH = 32, 64

@@ -140,7 +140,8 @@ def check_optimizer_covers(checkpoint: str, model: BertForMultiTaskMultiLabel) -
     path = os.path.join(checkpoint, OPTIMIZER_NAME)
     if not os.path.isfile(path):
         return  # sharded or DeepSpeed optimizer states: the Trainer loads and checks them itself
-    groups = torch.load(path, map_location="cpu", weights_only=True)["param_groups"]
+    # Memory-mapped: only the parameter groups are read here, not the moments, which the Trainer loads itself.
+    groups = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["param_groups"]
     saved = sum(len(group["params"]) for group in groups)
     trained = sum(1 for parameter in model.parameters() if parameter.requires_grad)
     if saved != trained:
