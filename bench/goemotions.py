@@ -16,7 +16,8 @@ names the pending ones, so the comparison completes across several invocations:
     python bench/goemotions.py --only ours             # one run: ours, or stock-emotion, stock-ekman, ...
     python bench/goemotions.py --loss_type asl         # ours with another loss (its own run; stock runs shared)
     python bench/goemotions.py --loss_type asl --task_weights ekman=2   # and per-task loss weights (its own run)
-    python bench/goemotions.py --loss_type asl --speed_defaults   # ours with our encoder defaults (its own run)
+    python bench/goemotions.py --loss_type asl --speed_defaults --output bench/results/goemotions-speed-defaults.json
+                                                       # ours with our encoder defaults (its own run)
 
 Without --speed_defaults our encoder trains as the stock runs train theirs (attention dropout 0.1, word embeddings
 trained), as it did in the runs recorded in BENCHMARKS.md before those two defaults of ours existed.
@@ -168,6 +169,7 @@ def main() -> None:
         "word embeddings) instead of trained as the stock runs train theirs."
     )  # fmt: skip
     parser.add_argument("--only", choices=["ours", *STOCK_RUNS])
+    parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "goemotions.json")
     args = parser.parse_args()
     ours = ours_name(args.loss_type, args.task_weights, args.speed_defaults)
     options = ours_options(args.loss_type, args.task_weights, args.speed_defaults)
@@ -175,7 +177,7 @@ def main() -> None:
     for name in [ours if args.only == "ours" else args.only] if args.only else runs:
         run_unless_finished(name, args.epochs, args.learning_rate, options)
         summary = report(args.epochs, args.learning_rate, ours, args.loss_type, args.task_weights)
-        (REPO / "bench" / "results" / "goemotions.json").write_text(json.dumps(summary, indent=2) + "\n")
+        args.output.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
 

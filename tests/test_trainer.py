@@ -160,7 +160,7 @@ def test_length_grouped_sampler_reads_the_stored_lengths(tmp_path):
 
 
 def test_shuffled_length_groups_are_the_stock_batches_in_another_order(tmp_path):
-    lengths = torch.randint(1, 64, (10_000,)).tolist()
+    lengths = torch.randint(1, 64, (10_000,), generator=torch.Generator().manual_seed(0)).tolist()
     dataset = tiny_dataset().select([0] * len(lengths)).add_column("length", lengths)
     args = MultiTaskTrainingArguments(
         output_dir=str(tmp_path), report_to="none", per_device_train_batch_size=32, shuffle_grouped_batches=True
