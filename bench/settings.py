@@ -33,12 +33,10 @@ COMMON = ["--max_train_samples", "10000", "--save_strategy", "no", "--eval_strat
 FULL_TRAINING_SET = ["--save_strategy", "no", "--eval_strategy", "no", "--do_eval", "false"]
 
 
-def training_flags(
-    sampling: str, attention_dropout: float, frozen_embeddings: bool, shuffled_groups: bool = False
-) -> list[str]:
+def training_flags(sampling: str, attention_dropout: float, frozen_embeddings: bool) -> list[str]:
     return [
-        "--train_sampling_strategy", sampling, "--shuffle_grouped_batches", str(shuffled_groups).lower(),
-        "--attention_dropout", f"{attention_dropout:g}", "--freeze_word_embeddings", str(frozen_embeddings).lower(),
+        "--train_sampling_strategy", sampling, "--attention_dropout", f"{attention_dropout:g}",
+        "--freeze_word_embeddings", str(frozen_embeddings).lower(),
     ]  # fmt: skip
 
 
@@ -91,10 +89,6 @@ COMPARISONS = {
             "random-dropout-0.1": training_flags("random", attention_dropout=0.1, frozen_embeddings=False),
             "grouped-dropout-0-frozen-embeddings": training_flags("group_by_length", 0.0, frozen_embeddings=True),
             "grouped-dropout-0.1-frozen-embeddings": training_flags("group_by_length", 0.1, frozen_embeddings=True),
-            # The stock grouped order runs every 50 batches from the longest texts to the shortest.
-            "grouped-shuffled-dropout-0-frozen-embeddings": training_flags(
-                "group_by_length", 0.0, frozen_embeddings=True, shuffled_groups=True
-            ),
         },
         "seeds": [42, 1],
     },

@@ -198,13 +198,6 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "choices": ["random", "sequential", "group_by_length", "batch_rebalance"],
         },
     )
-    # The stock length-grouped sampler sorts each mega-batch of 50 batches longest first, so the texts' length
-    # cycles from longest to shortest every 50 steps; see BENCHMARKS.md for what random batch order changes.
-    shuffle_grouped_batches: bool = field(
-        default=False,
-        metadata={"help": "With group_by_length, train on the length-grouped batches in random order instead of "
-                  "each group of 50 batches from the longest texts to the shortest."},
-    )  # fmt: skip
     # Evaluation and prediction run on length-sorted rows, so a larger batch adds almost no padding.
     per_device_eval_batch_size: int = field(
         default=64, metadata={"help": "The batch size per device (GPU/TPU core/CPU) for evaluation."}

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainerCallback
 from transformers.trainer import TRAINING_ARGS_NAME
-from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices, nested_gather
+from transformers.trainer_pt_utils import LengthGroupedSampler, nested_gather
 
 from .arguments import check_int8_device
 from .data import longest_first, token_lengths
@@ -45,25 +45,6 @@ class ReleaseFreedMemory(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every == 0:
             self.malloc_trim(0)
-
-
-class LengthGroupedBatchesInRandomOrder(LengthGroupedSampler):
-    """The stock length-grouped batches, trained on in random order.
-
-    The stock order sorts each mega-batch of 50 batches by length, so every 50 steps the batches run from the
-    longest texts to the shortest. Written by hand: transformers' sampler has no option to shuffle its batches.
-    The first batch (it holds the longest text: out of memory at once, if at all) and the last (the only one that
-    may be short) stay in place.
-    """
-
-    def __iter__(self):
-        indices = torch.tensor(get_length_grouped_indices(self.lengths, self.batch_size, generator=self.generator))
-        batches = indices.split(self.batch_size)
-        if len(batches) <= 2:
-            return iter(indices.tolist())
-        middle = (torch.randperm(len(batches) - 2, generator=self.generator) + 1).tolist()
-        order = [0, *middle, len(batches) - 1]
-        return iter(torch.cat([batches[i] for i in order]).tolist())
 
 
 class MultiTaskTrainer(Trainer):
@@ -118,9 +99,7 @@ class MultiTaskTrainer(Trainer):
         if self.args.train_sampling_strategy != "group_by_length" or not hasattr(self.train_dataset, "column_names"):
             return super()._get_train_sampler(train_dataset)
         batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps
-        shuffled = getattr(self.args, "shuffle_grouped_batches", False)
-        sampler = LengthGroupedBatchesInRandomOrder if shuffled else LengthGroupedSampler
-        return sampler(batch_size, lengths=token_lengths(self.train_dataset).tolist())
+        return LengthGroupedSampler(batch_size, lengths=token_lengths(self.train_dataset).tolist())
 
     def _get_eval_sampler(self, eval_dataset):
         """Rows in order. `evaluate` and `predict` sort them by length themselves; the stock sampler under

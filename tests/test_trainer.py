@@ -7,12 +7,11 @@ import torch
 from conftest import TINY_BERT
 from datasets import Dataset
 from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArguments
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from mtl_model import BertForMultiTaskMultiLabel, BertMultiTaskConfig
 from mtl_model.arguments import ArgumentError, MultiTaskTrainingArguments
 from mtl_model.metrics import build_compute_metrics
-from mtl_model.trainer import LengthGroupedBatchesInRandomOrder, MultiTaskTrainer, ReleaseFreedMemory
+from mtl_model.trainer import MultiTaskTrainer, ReleaseFreedMemory
 
 TASKS = {"emotion": ["joy", "anger", "fear"], "sentiment": ["positive", "negative"]}
 M = -100.0
@@ -157,33 +156,6 @@ def test_length_grouped_sampler_reads_the_stored_lengths(tmp_path):
     sampler = trainer._get_train_sampler()
     assert sampler.lengths == dataset["length"]
     assert sorted(sampler) == list(range(len(dataset)))  # every row once
-
-
-def test_shuffled_length_groups_are_the_stock_batches_in_another_order(tmp_path):
-    lengths = torch.randint(1, 64, (10_000,), generator=torch.Generator().manual_seed(0)).tolist()
-    dataset = tiny_dataset().select([0] * len(lengths)).add_column("length", lengths)
-    args = MultiTaskTrainingArguments(
-        output_dir=str(tmp_path), report_to="none", per_device_train_batch_size=32, shuffle_grouped_batches=True
-    )
-    sampler = MultiTaskTrainer(model=tiny_model(), args=args, train_dataset=dataset)._get_train_sampler()
-    assert isinstance(sampler, LengthGroupedBatchesInRandomOrder)
-    torch.manual_seed(0)
-    stock = list(LengthGroupedSampler(32, lengths=lengths))
-    torch.manual_seed(0)
-    shuffled = list(sampler)
-    assert sorted(shuffled) == list(range(len(lengths)))  # every row once
-    stock_batches = [tuple(stock[i : i + 32]) for i in range(0, len(stock), 32)]
-    shuffled_batches = [tuple(shuffled[i : i + 32]) for i in range(0, len(shuffled), 32)]
-    assert sorted(shuffled_batches) == sorted(stock_batches)  # the same batches: as little padding
-    assert shuffled_batches[0] == stock_batches[0] and shuffled_batches[-1] == stock_batches[-1]
-    assert len(shuffled_batches[-1]) == 10_000 % 32
-
-    # Stock, the longest text of each batch falls from one batch to the next 49 times in 50; shuffled, about half.
-    def falls(batches):
-        longest = [max(lengths[i] for i in batch) for batch in batches]
-        return np.mean([after <= before for before, after in zip(longest, longest[1:])])
-
-    assert falls(stock_batches) > 0.95 and 0.35 < falls(shuffled_batches) < 0.85
 
 
 def test_int8_inference_predicts_with_the_int8_copy_and_restores_the_float_model(tmp_path, tiny_bert_dir):
