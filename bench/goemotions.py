@@ -128,8 +128,11 @@ def run_unless_finished(name: str, epochs: float, learning_rate: float, ours: li
     )
 
 
-def report(epochs: float, learning_rate: float, ours: str, loss_type: str, task_weights: str | None) -> dict:
+def report(
+    epochs: float, learning_rate: float, loss_type: str, task_weights: str | None, speed_defaults: bool
+) -> dict:
     """The finished runs in the layout of bench/results/goemotions.json, and the names of the pending ones."""
+    ours = ours_name(loss_type, task_weights, speed_defaults)
     files = {name: run_directory(name, epochs, learning_rate) / "results.json" for name in [ours, *STOCK_RUNS]}
     done = {name: json.loads(path.read_text()) for name, path in files.items() if path.exists()}
     stock = {}
@@ -139,7 +142,7 @@ def report(epochs: float, learning_rate: float, ours: str, loss_type: str, task_
         "ours": done[ours]["scores"] if ours in done else {},
         "loss_type": loss_type,
         "task_weights": task_weights or "1 each",
-        "encoder_training": "our defaults" if ours.endswith("-speed-defaults") else "dropout 0.1, all trained",
+        "encoder_training": "our defaults" if speed_defaults else "dropout 0.1, all trained",
         "stock": stock,
         "pending": [name for name in files if name not in done],
         "train_runtime_s": {name: round(run["train_runtime_s"]) for name, run in done.items()},
@@ -176,7 +179,7 @@ def main() -> None:
     runs = [ours, *STOCK_RUNS]
     for name in [ours if args.only == "ours" else args.only] if args.only else runs:
         run_unless_finished(name, args.epochs, args.learning_rate, options)
-        summary = report(args.epochs, args.learning_rate, ours, args.loss_type, args.task_weights)
+        summary = report(args.epochs, args.learning_rate, args.loss_type, args.task_weights, args.speed_defaults)
         args.output.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 

@@ -95,8 +95,24 @@ COMPARISONS = {
 }
 
 
-def run(comparison: str, setting: str, flags: list[str], tasks: list[str], common: list[str]) -> dict:
-    output_dir = REPO / "bench" / "runs" / f"{comparison}-{setting}"
+def run_directory(comparison: str, setting: str, seed: int | None = None) -> Path:
+    """Where a setting's run keeps its output; one directory per seed in seeded comparisons."""
+    return REPO / "bench" / "runs" / (f"{comparison}-{setting}" + (f"-seed{seed}" if seed is not None else ""))
+
+
+def mean_over_seeds(by_seed: list) -> dict | float:
+    """The element-wise mean of same-shaped nested dicts of scores (one per seed), rounded to 4 decimals."""
+    first = by_seed[0]
+    if isinstance(first, dict):
+        return {key: mean_over_seeds([scores[key] for scores in by_seed]) for key in first}
+    return round(sum(by_seed) / len(by_seed), 4)
+
+
+def run(
+    comparison: str, setting: str, flags: list[str], tasks: list[str], common: list[str], seed: int | None = None
+) -> dict:
+    output_dir = run_directory(comparison, setting, seed)
+    flags = [*flags, "--seed", str(seed)] if seed is not None else flags
     results_file = output_dir / "all_results.json"
     if not results_file.exists():
         script, config = REPO / "run_mtl_classification.py", REPO / "examples/goemotions/config.yaml"
@@ -115,21 +131,9 @@ def seeded_runs(
     comparison: str, setting: str, flags: list[str], tasks: list[str], common: list[str], seeds: list[int]
 ) -> dict:
     """One run per seed (its own directory), and the mean of each test score over the seeds."""
-    by_seed = {
-        seed: run(comparison, f"{setting}-seed{seed}", [*flags, "--seed", str(seed)], tasks, common) for seed in seeds
-    }
-    mean = {
-        scores: {
-            task: {
-                average: round(sum(result[scores][task][average] for result in by_seed.values()) / len(seeds), 4)
-                for average in ("macro", "micro")
-            }
-            for task in tasks
-        }
-        for scores in next(iter(by_seed.values()))
-        if scores.startswith("test_f1")
-    }
-    return {"mean_over_seeds": mean, "seeds": by_seed}
+    by_seed = {seed: run(comparison, setting, flags, tasks, common, seed) for seed in seeds}
+    test_f1 = [{key: value for key, value in run.items() if key.startswith("test_f1")} for run in by_seed.values()]
+    return {"mean_over_seeds": mean_over_seeds(test_f1), "seeds": by_seed}
 
 
 def test_scores(results: dict, tasks: list[str]) -> dict:

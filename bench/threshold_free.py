@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 from goemotions import DATA  # noqa: E402
-from settings import COMPARISONS, cpu_model  # noqa: E402
+from settings import COMPARISONS, cpu_model, mean_over_seeds, run_directory  # noqa: E402
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -42,8 +42,8 @@ def task_scores(gold: np.ndarray, probabilities: np.ndarray) -> dict[str, float]
     present = gold.sum(axis=0) > 0  # average precision is undefined for a label without test positives
     macro = average_precision_score(gold[:, present], probabilities[:, present], average="macro")
     return {
-        "macro_average_precision": macro,
-        "micro_average_precision": average_precision_score(gold, probabilities, average="micro"),
+        "macro_average_precision": float(macro),
+        "micro_average_precision": float(average_precision_score(gold, probabilities, average="micro")),
         "predicted_per_true_label_at_0.5": float((probabilities >= 0.5).sum() / gold.sum()),
     }
 
@@ -57,13 +57,6 @@ def run_scores(run_dir: Path, gold: dict[str, np.ndarray], names: dict[str, list
     return scores
 
 
-def mean_over_seeds(by_seed: list[dict[str, dict]]) -> dict[str, dict]:
-    return {
-        task: {metric: round(float(np.mean([run[task][metric] for run in by_seed])), 4) for metric in by_seed[0][task]}
-        for task in by_seed[0]
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     seeded = sorted(name for name, comparison in COMPARISONS.items() if "seeds" in comparison)
@@ -75,7 +68,7 @@ def main() -> None:
     gold = {task: gold_matrix(test, task, names[task]) for task in comparison["tasks"]}
     runs = {}
     for setting in comparison["settings"]:
-        directories = [REPO / "bench" / "runs" / f"{name}-{setting}-seed{seed}" for seed in comparison["seeds"]]
+        directories = [run_directory(name, setting, seed) for seed in comparison["seeds"]]
         finished = [directory for directory in directories if (directory / "predictions.jsonl").exists()]
         if len(finished) < len(directories):
             sys.exit(f"{name}: {setting} has not run for every seed yet; run bench/settings.py {name} first")
