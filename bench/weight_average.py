@@ -1,0 +1,82 @@
+#!/usr/bin/env python
+"""Average the weights of finished GoEmotions runs into one model ("model soup") and score it as the CLI does.
+
+Runs fine-tuned from the same encoder with the same seed sit in one basin, so their mean is itself a working model:
+one model of the same size at inference, at the training cost of all the runs averaged. The averaged model gets
+its thresholds tuned on the validation split and is scored on the test split by `run_mtl_classification.py`
+(no training), beside each run's own test figures.
+
+    python bench/goemotions.py --loss_type asl ...   # the runs, first
+    python bench/weight_average.py                   # writes bench/results/weight_average.json
+"""
+
+import argparse
+import datetime
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from goemotions import CONFIG, test_scores  # noqa: E402
+from settings import cpu_model  # noqa: E402
+
+RUNS = REPO / "bench" / "runs"
+ASL_RUNS = [
+    "goemotions-e3-lr0.0001/ours-asl",
+    "goemotions-e3-lr0.0001/ours-asl-speed-defaults",
+    "goemotions-e3-lr0.0001/ours-asl-weights-ekman=2-speed-defaults",
+]
+
+
+def average_weights(runs: list[Path], output_dir: Path) -> None:
+    """Write the mean of the runs' weights to output_dir, with the first run's config, code and tokenizer."""
+    states = [load_file(run / "model.safetensors") for run in runs]
+    mean = {name: torch.stack([state[name].float() for state in states]).mean(dim=0) for name in states[0]}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for path in runs[0].iterdir():
+        if path.name.startswith(("config", "tokenizer")) or path.suffix == ".py":
+            shutil.copy(path, output_dir / path.name)
+    save_file(mean, output_dir / "model.safetensors", metadata={"format": "pt"})
+
+
+def score(model_dir: Path, output_dir: Path) -> dict:
+    """Thresholds tuned on validation, then test F1, by the CLI without training."""
+    command = [
+        sys.executable, str(REPO / "run_mtl_classification.py"), str(CONFIG),
+        "--model_name_or_path", str(model_dir), "--do_train", "false", "--output_dir", str(output_dir),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, cwd=REPO)
+    return test_scores(json.loads((output_dir / "all_results.json").read_text()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", nargs="+", default=ASL_RUNS, help="Run directories under bench/runs/.")
+    parser.add_argument("--name", default="asl-e3-lr0.0001", help="The averaged model's directory name.")
+    parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "weight_average.json")
+    args = parser.parse_args()
+    runs = [RUNS / run for run in args.runs]
+    model_dir = RUNS / "weight-average" / args.name
+    average_weights(runs, model_dir / "model")
+    each_run = {
+        name: test_scores(json.loads((run / "all_results.json").read_text())) for name, run in zip(args.runs, runs)
+    }
+    summary = {
+        "averaged": score(model_dir / "model", model_dir / "scored"),
+        "runs": each_run,
+        "date": datetime.date.today().isoformat(),
+        "cpu": cpu_model(),
+    }
+    args.output.write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary["averaged"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
