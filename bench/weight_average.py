@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Average the weights of finished GoEmotions runs into one model ("model soup") and score it as the CLI does.
 
-Runs fine-tuned from the same encoder with the same seed sit in one basin, so their mean is itself a working model:
-one model of the same size at inference, at the training cost of all the runs averaged. The averaged model gets
+Runs fine-tuned from the same encoder with the same seed tend to sit in one basin of the loss, so their mean is itself
+a working model (Wortsman et al., 2022, "Model soups"): one model of the same size at inference, at the training cost
+of all the runs averaged. The averaged model gets
 its thresholds tuned on the validation split and is scored on the test split by `run_mtl_classification.py`
 (no training), beside each run's own test figures.
 
