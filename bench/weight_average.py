@@ -3,9 +3,8 @@
 
 Runs fine-tuned from the same encoder with the same seed tend to sit in one basin of the loss, so their mean is itself
 a working model (Wortsman et al., 2022, "Model soups"): one model of the same size at inference, at the training cost
-of all the runs averaged. The averaged model gets
-its thresholds tuned on the validation split and is scored on the test split by `run_mtl_classification.py`
-(no training), beside each run's own test figures.
+of all the runs averaged. The averaged model gets its thresholds tuned on the validation split and is scored on the
+test split by `run_mtl_classification.py` (no training), beside each run's own test figures.
 
     python bench/goemotions.py --loss_type asl ...   # the runs, first
     python bench/weight_average.py                   # writes bench/results/weight_average.json
@@ -25,15 +24,19 @@ from safetensors.torch import load_file, save_file
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from goemotions import CONFIG, test_scores  # noqa: E402
+from goemotions import CONFIG, ours_name, run_directory, test_scores  # noqa: E402
 from settings import cpu_model  # noqa: E402
 
 RUNS = REPO / "bench" / "runs"
+# bench/goemotions.py's three 3-epoch ASL runs at 1e-4: (task weights, speed defaults).
 ASL_RUNS = [
-    "goemotions-e3-lr0.0001/ours-asl",
-    "goemotions-e3-lr0.0001/ours-asl-speed-defaults",
-    "goemotions-e3-lr0.0001/ours-asl-weights-ekman=2-speed-defaults",
+    str(run_directory(ours_name("asl", weights, speed_defaults), 3, 1e-4).relative_to(RUNS))
+    for weights, speed_defaults in ((None, False), (None, True), ("ekman=2", True))
 ]
+
+
+def read_test_scores(output_dir: Path) -> dict:
+    return test_scores(json.loads((output_dir / "all_results.json").read_text()))
 
 
 def average_weights(runs: list[Path], output_dir: Path) -> None:
@@ -54,7 +57,7 @@ def score(model_dir: Path, output_dir: Path) -> dict:
         "--model_name_or_path", str(model_dir), "--do_train", "false", "--output_dir", str(output_dir),
     ]  # fmt: skip
     subprocess.run(command, check=True, cwd=REPO)
-    return test_scores(json.loads((output_dir / "all_results.json").read_text()))
+    return read_test_scores(output_dir)
 
 
 def main() -> None:
@@ -66,12 +69,9 @@ def main() -> None:
     runs = [RUNS / run for run in args.runs]
     model_dir = RUNS / "weight-average" / args.name
     average_weights(runs, model_dir / "model")
-    each_run = {
-        name: test_scores(json.loads((run / "all_results.json").read_text())) for name, run in zip(args.runs, runs)
-    }
     summary = {
         "averaged": score(model_dir / "model", model_dir / "scored"),
-        "runs": each_run,
+        "runs": {name: read_test_scores(run) for name, run in zip(args.runs, runs)},
         "date": datetime.date.today().isoformat(),
         "cpu": cpu_model(),
     }
