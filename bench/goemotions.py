@@ -18,6 +18,8 @@ names the pending ones, so the comparison completes across several invocations:
     python bench/goemotions.py --loss_type asl --task_weights ekman=2   # and per-task loss weights (its own run)
     python bench/goemotions.py --loss_type asl --speed_defaults --output bench/results/goemotions-speed-defaults.json
                                                        # ours with our encoder defaults (its own run)
+    python bench/goemotions.py --loss_type asl --speed_defaults --seed 1 --only ours
+                                                       # another seed: its own runs, in goemotions-<settings>-seed1/
 
 Without --speed_defaults our encoder trains as the stock runs train theirs (attention dropout 0.1, word embeddings
 trained), as it did in the runs recorded in BENCHMARKS.md before those two defaults of ours existed.
@@ -44,17 +46,20 @@ CONFIG = REPO / "examples" / "goemotions" / "config.yaml"
 BATCH_SIZE, MAX_LENGTH, WARMUP, SEED = 32, 128, 0.1, 42
 
 
-def run_directory(name: str, epochs: float, learning_rate: float) -> Path:
-    return REPO / "bench" / "runs" / f"goemotions-e{epochs:g}-lr{learning_rate:g}" / name
+def run_directory(name: str, epochs: float, learning_rate: float, seed: int = SEED) -> Path:
+    seed_suffix = "" if seed == SEED else f"-seed{seed}"  # runs at the usual seed keep their directories
+    return REPO / "bench" / "runs" / f"goemotions-e{epochs:g}-lr{learning_rate:g}{seed_suffix}" / name
 
 
-def run_ours(output_dir: Path, epochs: float, learning_rate: float, options: list[str]) -> tuple[dict, float]:
+def run_ours(
+    output_dir: Path, epochs: float, learning_rate: float, seed: int, options: list[str]
+) -> tuple[dict, float]:
     """Per task, test F1 with the tuned thresholds (`test_*`) and at 0.5; and the training time. A killed run
     resumes from its last epoch's checkpoint (the CLI does that by itself)."""
     if not (output_dir / "all_results.json").exists():
         command = [
             sys.executable, str(REPO / "run_mtl_classification.py"), str(CONFIG),
-            "--num_train_epochs", str(epochs), "--learning_rate", str(learning_rate), *options,
+            "--num_train_epochs", str(epochs), "--learning_rate", str(learning_rate), "--seed", str(seed), *options,
             "--output_dir", str(output_dir), "--save_total_limit", "1",
         ]  # fmt: skip
         subprocess.run(command, check=True, cwd=REPO)
@@ -74,7 +79,7 @@ def test_scores(results: dict) -> dict:
     }
 
 
-def run_stock(task: str, output_dir: Path, epochs: float, learning_rate: float) -> tuple[dict, float]:
+def run_stock(task: str, output_dir: Path, epochs: float, learning_rate: float, seed: int) -> tuple[dict, float]:
     from stock import f1_at_half, label_names, multi_hot_dataset, stock_trainer
     from transformers import AutoTokenizer, TrainingArguments
 
@@ -97,7 +102,7 @@ def run_stock(task: str, output_dir: Path, epochs: float, learning_rate: float) 
         save_strategy="steps",
         save_steps=300,
         save_total_limit=1,
-        seed=SEED,
+        seed=seed,
         report_to="none",
     )
     trainer = stock_trainer(encoder, names, args, tokenizer, train)
@@ -117,27 +122,27 @@ def ours_options(loss_type: str, task_weights: str | None, speed_defaults: bool)
     return ["--loss_type", loss_type, *weights, *([] if speed_defaults else ENCODER_AS_IT_COMES)]
 
 
-def run_unless_finished(name: str, epochs: float, learning_rate: float, ours: list[str]) -> None:
+def run_unless_finished(name: str, epochs: float, learning_rate: float, ours: list[str], seed: int = SEED) -> None:
     """Run `name` (a stock run, or ours with the CLI options `ours`) unless its results are there."""
-    results_file = run_directory(name, epochs, learning_rate) / "results.json"
+    results_file = run_directory(name, epochs, learning_rate, seed) / "results.json"
     if results_file.exists():
         return
     started = time.time()
     if name.startswith("ours-"):
-        scores, runtime = run_ours(results_file.parent, epochs, learning_rate, ours)
+        scores, runtime = run_ours(results_file.parent, epochs, learning_rate, seed, ours)
     else:
-        scores, runtime = run_stock(name.removeprefix("stock-"), results_file.parent, epochs, learning_rate)
+        scores, runtime = run_stock(name.removeprefix("stock-"), results_file.parent, epochs, learning_rate, seed)
     results_file.write_text(
         json.dumps({"scores": scores, "train_runtime_s": runtime, "wall_time_s": time.time() - started})
     )
 
 
 def report(
-    epochs: float, learning_rate: float, loss_type: str, task_weights: str | None, speed_defaults: bool
+    epochs: float, learning_rate: float, seed: int, loss_type: str, task_weights: str | None, speed_defaults: bool
 ) -> dict:
     """The finished runs in the layout of bench/results/goemotions.json, and the names of the pending ones."""
     ours = ours_name(loss_type, task_weights, speed_defaults)
-    files = {name: run_directory(name, epochs, learning_rate) / "results.json" for name in [ours, *STOCK_RUNS]}
+    files = {name: run_directory(name, epochs, learning_rate, seed) / "results.json" for name in [ours, *STOCK_RUNS]}
     done = {name: json.loads(path.read_text()) for name, path in files.items() if path.exists()}
     stock = {}
     for name, run in done.items():
@@ -156,7 +161,7 @@ def report(
         "warmup": WARMUP,
         "batch_size": BATCH_SIZE,
         "max_length": MAX_LENGTH,
-        "seed": SEED,
+        "seed": seed,
         "date": datetime.date.today().isoformat(),
         "cpu": cpu_model(),
     }
@@ -169,6 +174,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--learning_rate", type=float, default=1e-4)
+    parser.add_argument("--seed", type=int, default=SEED, help="Both recipes' seed (its own runs unless 42).")
     parser.add_argument("--loss_type", default="bce", choices=["bce", "focal", "asl"], help="Our model's loss.")
     parser.add_argument("--task_weights", help="Our model's per-task loss weights, e.g. ekman=2 (CLI syntax).")
     parser.add_argument(
@@ -182,8 +188,10 @@ def main() -> None:
     options = ours_options(args.loss_type, args.task_weights, args.speed_defaults)
     runs = [ours, *STOCK_RUNS]
     for name in [ours if args.only == "ours" else args.only] if args.only else runs:
-        run_unless_finished(name, args.epochs, args.learning_rate, options)
-        summary = report(args.epochs, args.learning_rate, args.loss_type, args.task_weights, args.speed_defaults)
+        run_unless_finished(name, args.epochs, args.learning_rate, options, args.seed)
+        summary = report(
+            args.epochs, args.learning_rate, args.seed, args.loss_type, args.task_weights, args.speed_defaults
+        )
         args.output.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
