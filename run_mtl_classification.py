@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fine-tune one BERT encoder with one multi-label head per task.
+"""Fine-tune one transformer encoder (BERT, RoBERTa, DeBERTa-v3, ModernBERT, …) with one multi-label head per task.
 
     python run_mtl_classification.py --train_file train.jsonl --task_columns emotion,sentiment --do_train ...
     python run_mtl_classification.py examples/goemotions/config.yaml
@@ -112,7 +112,7 @@ def main(argv: list[str]) -> None:
         **model_args.loss_options(),
         pos_weight=pos_weight,
     )
-    model = load_model(model_args.model_name_or_path, config, model_args.cache_dir)
+    model = load_model(model_args.model_name_or_path, config, model_args.cache_dir, model_args.attn_implementation)
     if model_args.freeze_word_embeddings:
         freeze_word_embeddings(model)
     checkpoint = checkpoint_to_resume(training_args) if training_args.do_train else None

@@ -47,14 +47,21 @@ class ModelArguments:
     model_name_or_path: str | None = field(
         default=None,
         metadata={
-            "help": "BERT checkpoint to start from. Default: the bundled MiniLM if installed, else bert-base-uncased."
+            "help": "Encoder checkpoint to start from (BERT, RoBERTa, XLM-R, DeBERTa-v2/v3, ModernBERT, DistilBERT, "
+            "ELECTRA, MPNet, …) or a model of ours. Default: the bundled MiniLM if installed, else bert-base-uncased."
         },
     )
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where to cache downloads."})
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "Attention kernel of the encoder: default transformers' choice, sdpa wherever the encoder "
+                  "supports it (eager for DeBERTa-v2 and MPNet); eager, sdpa, flash_attention_2 (where installed)."},
+    )  # fmt: skip
     pooling: str = field(
         default="mean",
-        metadata={"help": "Text vector: mean (masked mean of hidden states), cls (raw [CLS] state) or pooler.",
+        metadata={"help": "Text vector: mean (masked mean of hidden states), cls (first token's state) or pooler "
+                  "(the encoder's own pooler, where it has one).",
                   "choices": ["mean", "cls", "pooler"]},
     )  # fmt: skip
     classifier_dropout: float | None = field(default=None, metadata={"help": "Dropout before the heads."})
@@ -63,8 +70,9 @@ class ModelArguments:
     # thresholds: BENCHMARKS.md, "Speed defaults".
     attention_dropout: float = field(
         default=0.0,
-        metadata={"help": "Dropout on the attention probabilities while training: 0 by default here; 0.1 is BERT's "
-                  "and the bundled MiniLM's own."},
+        metadata={"help": "Dropout on the attention probabilities while training, under the encoder's own field "
+                  "name (attention_probs_dropout_prob, attention_dropout): 0 by default here; 0.1 is BERT's and the "
+                  "bundled MiniLM's own."},
     )  # fmt: skip
     freeze_word_embeddings: bool = field(
         default=True,

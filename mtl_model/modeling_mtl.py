@@ -1,20 +1,23 @@
-"""BERT with one sigmoid (multi-label) head per task: the model that is saved and pushed to the Hub.
+"""A transformer encoder with one sigmoid (multi-label) head per task: the model that is saved and pushed to the Hub.
 
 Self-contained (imports only torch, transformers and the configuration next to it) so that `save_pretrained` copies
 both files for `AutoModel.from_pretrained(..., trust_remote_code=True)`.
 """
 
 import copy
+import inspect
 import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import BertModel, BertPreTrainedModel
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
 from transformers.utils import ModelOutput
 
-from .configuration_mtl import BertMultiTaskConfig
+from .configuration_mtl import BertMultiTaskConfig, MultiTaskConfig
 
 IGNORE_INDEX = -100
 
@@ -80,20 +83,66 @@ def multitask_loss(
     return (weights.to(task_losses.dtype) * task_losses).sum(), task_losses
 
 
-class BertForMultiTaskMultiLabel(BertPreTrainedModel):
-    config_class = BertMultiTaskConfig
+def encoder_class(config: MultiTaskConfig) -> type[PreTrainedModel]:
+    """The encoder's own base-model class (`BertModel`, `RobertaModel`, `ModernBertModel`, …), as `AutoModel` picks
+    it."""
+    return MODEL_MAPPING[type(config.encoder)]
+
+
+def has_pooler(config: MultiTaskConfig) -> bool:
+    """Whether the encoder's class can build a pooler (the ones that have one take `add_pooling_layer`)."""
+    return "add_pooling_layer" in inspect.signature(encoder_class(config).__init__).parameters
+
+
+def build_encoder(config: MultiTaskConfig) -> PreTrainedModel:
+    """The encoder from its config; a pooler only where `pooling="pooler"` uses it, so that every parameter gets a
+    gradient at every step (DDP runs without searching for unused parameters)."""
+    if not has_pooler(config):
+        if config.pooling == "pooler":
+            raise ValueError(
+                f"pooling='pooler' needs an encoder with a pooler; {config.encoder.model_type} has none: "
+                "use 'mean' or 'cls'"
+            )
+        return encoder_class(config)(config.encoder)
+    return encoder_class(config)(config.encoder, add_pooling_layer=config.pooling == "pooler")
+
+
+class EncoderForMultiTaskMultiLabel(PreTrainedModel):
+    """Any transformers encoder (`config.encoder`), a pooling step and one linear multi-label head per task."""
+
+    config_class = MultiTaskConfig
+    base_model_prefix = "encoder"
     # The loss is normalised per task (see `multitask_loss`); the trainer passes per-task counts itself and must
     # not treat `**kwargs` as an invitation to pass its single `num_items_in_batch`.
     accepts_loss_kwargs = False
+    supports_gradient_checkpointing = True
+    # Attention runs inside the encoder, which checks the implementation it is given against its own support.
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
 
-    def __init__(self, config: BertMultiTaskConfig):
+    def __init__(self, config: MultiTaskConfig):
         super().__init__(config)
-        self.bert = BertModel(config, add_pooling_layer=config.pooling == "pooler")
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
+        setattr(self, self.base_model_prefix, build_encoder(config))
+        self.encoder_inputs = set(inspect.signature(self.base_model.forward).parameters)
+        self.dropout = nn.Dropout(config.classifier_dropout)
         # A ModuleList (not a ModuleDict) so any task name is allowed, including ones with dots.
         self.heads = nn.ModuleList(nn.Linear(config.hidden_size, len(labels)) for labels in config.tasks.values())
         self.post_init()
+
+    def _init_weights(self, module):
+        """The heads (the encoder's modules get the encoder's own `_init_weights`): normal weights with the encoder's
+        `initializer_range`, zero biases, as transformers' classification heads."""
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=getattr(self.config.encoder, "initializer_range", 0.02))
+            init.zeros_(module.bias)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.base_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.base_model.set_input_embeddings(value)
 
     def pool(
         self, last_hidden_state: torch.Tensor, attention_mask: torch.Tensor | None, pooler_output
@@ -107,6 +156,18 @@ class BertForMultiTaskMultiLabel(BertPreTrainedModel):
             return last_hidden_state.mean(dim=1)
         mask = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)  # [batch, seq, 1]
         return (last_hidden_state * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+    def encoder_arguments(self, **inputs) -> dict:
+        """The inputs the encoder takes. `token_type_ids` are dropped for encoders without token types (ModernBERT,
+        DistilBERT): a BERT-style tokenizer's all-zero ids mean nothing to them. Any other input they lack is an
+        error rather than silently ignored."""
+        given = {name: value for name, value in inputs.items() if value is not None}
+        if "token_type_ids" not in self.encoder_inputs:
+            given.pop("token_type_ids", None)
+        unknown = sorted(set(given) - self.encoder_inputs)
+        if unknown:
+            raise ValueError(f"the {self.config.encoder.model_type} encoder takes no {unknown}")
+        return given
 
     def forward(
         self,
@@ -125,16 +186,16 @@ class BertForMultiTaskMultiLabel(BertPreTrainedModel):
         num_items_in_batch (`torch.Tensor` of shape `(num_tasks,)`, *optional*):
             Annotated entries per task over the whole accumulated batch, to normalise each task's loss exactly.
         """
-        outputs = self.bert(
-            input_ids,
+        arguments = self.encoder_arguments(
+            input_ids=input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
-            return_dict=True,
-            **kwargs,
         )
-        pooled = self.dropout(self.pool(outputs.last_hidden_state, attention_mask, outputs.pooler_output))
+        outputs = self.base_model(**arguments, **kwargs)
+        pooler_output = getattr(outputs, "pooler_output", None)
+        pooled = self.dropout(self.pool(outputs.last_hidden_state, attention_mask, pooler_output))
         logits = torch.cat([head(pooled) for head in self.heads], dim=-1)  # [batch, total_labels]
 
         loss = task_losses = None
@@ -144,8 +205,8 @@ class BertForMultiTaskMultiLabel(BertPreTrainedModel):
             loss=loss,
             logits=logits,
             task_losses=task_losses,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
+            hidden_states=getattr(outputs, "hidden_states", None),
+            attentions=getattr(outputs, "attentions", None),
         )
 
     def decode(self, logits: torch.Tensor) -> list[dict[str, list[str]]]:
@@ -163,7 +224,7 @@ class BertForMultiTaskMultiLabel(BertPreTrainedModel):
             for row in chosen
         ]
 
-    def quantized_for_cpu(self) -> "BertForMultiTaskMultiLabel":
+    def quantized_for_cpu(self) -> "EncoderForMultiTaskMultiLabel":
         """A copy for faster CPU inference: the encoder's linear layers in int8 (dynamic quantisation, weights
         per output channel, activations per batch), the heads in float. Inference only; this model is unchanged.
         Its F1 and speed against float32 are in BENCHMARKS.md.
@@ -175,7 +236,7 @@ class BertForMultiTaskMultiLabel(BertPreTrainedModel):
             # torch.ao's dynamic quantisation is deprecated in favour of torchao (not a dependency) but still ships
             # and works; its deprecation notices say nothing the user can act on here.
             warnings.filterwarnings("ignore", message=".*deprecated.*")
-            quantize_dynamic(quantized.bert, {nn.Linear: per_channel_dynamic_qconfig}, torch.qint8, inplace=True)
+            quantize_dynamic(quantized.base_model, {nn.Linear: per_channel_dynamic_qconfig}, torch.qint8, inplace=True)
         return quantized
 
     @torch.inference_mode()
@@ -198,4 +259,17 @@ class BertForMultiTaskMultiLabel(BertPreTrainedModel):
         return predictions
 
 
-__all__ = ["BertForMultiTaskMultiLabel", "MultiTaskMultiLabelOutput", "multitask_loss"]
+class BertForMultiTaskMultiLabel(EncoderForMultiTaskMultiLabel):
+    """The model with a BERT encoder (BERT and BERT-architecture checkpoints: MiniLM, E5, BGE…), kept under the
+    attribute `bert` so that its weights are named as in every BERT checkpoint and in models saved before."""
+
+    config_class = BertMultiTaskConfig
+    base_model_prefix = "bert"
+
+
+__all__ = [
+    "BertForMultiTaskMultiLabel",
+    "EncoderForMultiTaskMultiLabel",
+    "MultiTaskMultiLabelOutput",
+    "multitask_loss",
+]

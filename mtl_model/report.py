@@ -171,7 +171,7 @@ def card_metadata(
     metadata = {
         "library_name": "transformers",
         "pipeline_tag": "text-classification",
-        "tags": ["multi-label-classification", "multi-task", "bert"],
+        "tags": ["multi-label-classification", "multi-task", config.encoder.model_type],
         **({"base_model": base_model} if base_model else {}),
         "model-index": [{"name": model_name, "results": [r for r in results if r["metrics"]]}],
     }
@@ -203,7 +203,8 @@ def render_model_card(
     return Template(Path(template_path).read_text(encoding="utf-8")).substitute(
         metadata=card_metadata(config, metrics, model_name, base_model, dataset_name),
         model_name=model_name,
-        base_model=base_model or "a local BERT checkpoint",
+        base_model=base_model or f"a local {config.encoder.model_type} checkpoint",
+        encoder_type=config.encoder.model_type,
         pooling=config.pooling,
         tasks_table=tasks_table(config),
         metrics_table=metrics_table(config, metrics) + metrics_note,

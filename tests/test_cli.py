@@ -11,31 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, List, Value
+from helpers import MOODS, TOPICS, base_args, list_records, read_predictions, rows, write_jsonl
 from safetensors.torch import load_file
 
 from run_mtl_classification import cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MOODS, TOPICS = ["happy", "sad", "angry"], ["movie", "day"]
-ROWS = [
-    ("i love this movie", ["happy"], ["movie"]),
-    ("i hate this day", ["sad", "angry"], ["day"]),
-    ("good day", ["happy"], ["day"]),
-    ("bad movie", ["angry"], ["movie"]),
-    ("sad day not good", ["sad"], ["day"]),
-    ("happy happy movie", ["happy"], ["movie"]),
-    ("this is that", [], []),
-    ("i love that day", ["happy"], ["day"]),
-]
-
-
-def rows(n=16, offset=0):
-    return [ROWS[(i + offset) % len(ROWS)] for i in range(n)]
-
-
-def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
-    return path
 
 
 def write_csv(path: Path, header: list[str], records: list[list], delimiter: str = ",") -> Path:
@@ -44,10 +25,6 @@ def write_csv(path: Path, header: list[str], records: list[list], delimiter: str
         writer.writerow(header)
         writer.writerows(records)
     return path
-
-
-def list_records(n=16, offset=0):
-    return [{"text": text, "mood": mood, "topic": topic} for text, mood, topic in rows(n, offset)]
 
 
 def delimited_records(n=16, offset=0):
@@ -62,27 +39,6 @@ def wide_records(n=16, offset=0):
 
 
 WIDE_HEADER = ["text", *(f"mood/{m}" for m in MOODS), *(f"topic/{t}" for t in TOPICS)]
-
-
-def base_args(tiny_bert_dir, output_dir, *extra):
-    return [
-        "--model_name_or_path", str(tiny_bert_dir),
-        "--output_dir", str(output_dir),
-        "--cache_dir", str(Path(output_dir).parent / "cache"),
-        "--per_device_train_batch_size", "4",
-        "--per_device_eval_batch_size", "4",
-        "--learning_rate", "1e-3",
-        "--num_train_epochs", "1",
-        "--max_seq_length", "32",
-        "--report_to", "none",
-        "--logging_steps", "1",
-        "--save_strategy", "no",
-        *extra,
-    ]  # fmt: skip
-
-
-def read_predictions(output_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (output_dir / "predictions.jsonl").read_text().splitlines()]
 
 
 def check_complete_run(output_dir: Path, tasks: dict[str, list[str]], n_test: int, texts: list[str]):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import base_args, list_records, read_predictions, write_jsonl
 from safetensors.torch import load_file
-from test_cli import base_args, list_records, read_predictions, write_jsonl
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run(processes: int, tiny_bert_dir, tmp_path: Path, output_dir: Path) -> subprocess.CompletedProcess:
+def run(processes: int, checkpoint, tmp_path: Path, output_dir: Path) -> subprocess.CompletedProcess:
     """Global batch 8 either way: 1 process × 8 or 2 processes × 4, in file order so both see the same batches.
     Validation has 7 rows and test 5, with evaluation batches of 2: the last batches are uneven across processes."""
     data = tmp_path / "data"
@@ -32,7 +32,7 @@ def run(processes: int, tiny_bert_dir, tmp_path: Path, output_dir: Path) -> subp
         write_jsonl(data / "validation.jsonl", list_records(7, offset=3))
         write_jsonl(data / "test.jsonl", list_records(5, offset=1))
     args = base_args(
-        tiny_bert_dir, output_dir,
+        checkpoint, output_dir,
         "--train_file", str(data / "train.jsonl"), "--validation_file", str(data / "validation.jsonl"),
         "--test_file", str(data / "test.jsonl"), "--task_columns", "mood,topic",
         "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "2",
@@ -46,13 +46,15 @@ def run(processes: int, tiny_bert_dir, tmp_path: Path, output_dir: Path) -> subp
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def runs(tiny_bert_dir, tmp_path_factory) -> dict[int, Path]:
-    tmp_path = tmp_path_factory.mktemp("ddp")
+@pytest.fixture(scope="module", params=["bert", "roberta"])
+def runs(request, tiny_bert_dir, tiny_encoder_dirs, tmp_path_factory) -> dict[int, Path]:
+    """1- and 2-process runs of one encoder: BERT, and RoBERTa for an architecture of another family."""
+    checkpoint = tiny_bert_dir if request.param == "bert" else tiny_encoder_dirs[request.param]
+    tmp_path = tmp_path_factory.mktemp(f"ddp-{request.param}")
     outputs = {}
     for processes in (1, 2):
         outputs[processes] = tmp_path / f"out-{processes}"
-        completed = run(processes, tiny_bert_dir, tmp_path, outputs[processes])
+        completed = run(processes, checkpoint, tmp_path, outputs[processes])
         assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
     return outputs
 

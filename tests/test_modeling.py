@@ -1,17 +1,14 @@
 import json
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import TINY_BERT
+from helpers import assert_fresh_interpreter_reproduces_logits, random_batch
 from torch.nn import functional as F
-from transformers import AutoConfig, AutoTokenizer, BertModel
+from transformers import AutoTokenizer, BertModel
 
 from mtl_model import BertForMultiTaskMultiLabel, BertMultiTaskConfig
-from mtl_model.loading import build_config, load_model
+from mtl_model.loading import build_config, load_config, load_model
 from mtl_model.modeling_mtl import multitask_loss
 
 TASKS = {"emotion": ["joy", "anger", "fear"], "sentiment": ["positive", "negative"], "topic": ["a", "b", "c", "d"]}
@@ -21,14 +18,6 @@ def tiny_model(pooling="mean", **config_options) -> BertForMultiTaskMultiLabel:
     torch.manual_seed(0)
     config = BertMultiTaskConfig(**TINY_BERT, tasks=TASKS, pooling=pooling, **config_options)
     return BertForMultiTaskMultiLabel(config).eval()
-
-
-def random_batch(batch_size=4, length=7):
-    generator = torch.Generator().manual_seed(1)
-    input_ids = torch.randint(5, 100, (batch_size, length), generator=generator)
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[0, 4:] = 0
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "pooler"])
@@ -105,7 +94,8 @@ def test_config_round_trip_keeps_tasks_order_thresholds_and_options(tmp_path):
         pos_weight={"alpha": [4.0]},
     )
     config.save_pretrained(tmp_path)
-    loaded = AutoConfig.from_pretrained(tmp_path)
+    loaded = load_config(str(tmp_path))
+    assert isinstance(loaded, BertMultiTaskConfig) and loaded.encoder.hidden_size == 32
     assert list(loaded.tasks.items()) == list(tasks.items())
     assert loaded.thresholds == {"zeta": [0.5, 0.5], "alpha": [0.5], "mid": [0.2, 0.3, 0.4]}
     assert loaded.task_weights == {"zeta": 1.0, "alpha": 3.0, "mid": 1.0}
@@ -153,80 +143,18 @@ def test_build_from_bert_checkpoint_initialises_fresh_heads(tiny_bert_dir):
     )
 
 
+def encoder_dropout(path, **options) -> float:
+    return build_config(str(path), TASKS, "mean", **options).encoder.attention_probs_dropout_prob
+
+
 def test_attention_dropout_replaces_the_encoders_and_survives_saving(tiny_bert_dir, tmp_path):
-    assert build_config(str(tiny_bert_dir), TASKS, "mean").attention_probs_dropout_prob == 0.0  # the encoder's own
+    assert encoder_dropout(tiny_bert_dir) == 0.0  # the encoder's own
     config = build_config(str(tiny_bert_dir), TASKS, "mean", attention_dropout=0.25)
     model = load_model(str(tiny_bert_dir), config)
     assert {layer.attention.self.dropout.p for layer in model.bert.encoder.layer} == {0.25}
     model.save_pretrained(tmp_path)
-    assert build_config(str(tmp_path), TASKS, "mean").attention_probs_dropout_prob == 0.25  # kept on reload
-    assert build_config(str(tmp_path), TASKS, "mean", attention_dropout=0.1).attention_probs_dropout_prob == 0.1
-
-
-REMOTE_LOAD_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    import torch
-    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, pipeline
-
-    # The package may be installed in this environment: hide it, as on a machine that only has the saved files.
-    class BlockProjectPackage:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "mtl_model":
-                raise ImportError(f"{name} is hidden in this test")
-
-    sys.meta_path.insert(0, BlockProjectPackage())
-    directory, batch_file, results_file = sys.argv[1:4]
-    try:
-        import mtl_model  # noqa: F401
-        raise SystemExit("mtl_model must not be importable here")
-    except ImportError:
-        pass
-    batch = {key: torch.tensor(value) for key, value in json.load(open(batch_file)).items()}
-    results = {}
-    for auto_class in (AutoModel, AutoModelForSequenceClassification):
-        model = auto_class.from_pretrained(directory, trust_remote_code=True).eval()
-        with torch.no_grad():
-            results[auto_class.__name__] = model(**batch).logits.tolist()
-    config = AutoConfig.from_pretrained(directory, trust_remote_code=True)
-    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=True)
-    classifier = pipeline("text-classification", model=directory, top_k=None, trust_remote_code=True)
-    results["pipeline"] = classifier(["i love this movie", "bad day"])
-    results["predict"] = model.predict(["i love this movie"], tokenizer)
-    results["config"] = {"class": type(config).__name__, "tasks": config.tasks, "thresholds": config.thresholds}
-    json.dump(results, open(results_file, "w"))
-    """
-)
-
-
-def assert_fresh_interpreter_reproduces_logits(directory: Path, model, tmp_path: Path) -> dict:
-    """Load `directory` with remote code in a fresh interpreter where `mtl_model` cannot be imported, through
-    AutoModel and AutoModelForSequenceClassification: both must give `model`'s logits exactly. Returns what the
-    interpreter reported (logits, pipeline output, `predict`, config)."""
-    batch = random_batch()
-    with torch.no_grad():
-        expected = model.eval()(**batch).logits
-    batch_file = tmp_path / "batch.json"
-    batch_file.write_text(json.dumps({key: value.tolist() for key, value in batch.items()}))
-    script = tmp_path / "load.py"
-    script.write_text(REMOTE_LOAD_SCRIPT)
-    # Run from an empty directory so neither the repo nor an installed mtl_model package is importable.
-    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"}
-    completed = subprocess.run(
-        [sys.executable, "-I", str(script), str(directory), str(batch_file), str(tmp_path / "results.json")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    # Loading as the README and the model card show never stops to ask whether to run the model's code.
-    assert "Do you wish to run the custom code" not in completed.stdout + completed.stderr
-    results = json.loads((tmp_path / "results.json").read_text())
-    for name in ("AutoModel", "AutoModelForSequenceClassification"):
-        assert torch.equal(torch.tensor(results[name]), expected), name
-    return results
+    assert encoder_dropout(tmp_path) == 0.25  # kept on reload
+    assert encoder_dropout(tmp_path, attention_dropout=0.1) == 0.1
 
 
 def test_saved_model_loads_with_remote_code_in_a_fresh_interpreter(tiny_bert_dir, tmp_path):

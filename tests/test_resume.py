@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import MOODS, TOPICS, base_args, list_records, write_jsonl
 from safetensors.torch import load_file
-from test_cli import MOODS, TOPICS, base_args, list_records, write_jsonl
 
 from run_mtl_classification import cli
 
@@ -92,16 +92,31 @@ def assert_same_run(resumed: Path, uninterrupted: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tiny_bert_dir, tmp_path_factory) -> Path:
-    tmp_path = tmp_path_factory.mktemp("uninterrupted")
-    output_dir = tmp_path / "out"
-    assert cli(run_args(tiny_bert_dir, tmp_path, output_dir)) == 0
-    return output_dir
+def uninterrupted_runs(tiny_bert_dir, tiny_encoder_dirs, tmp_path_factory):
+    """Encoder name → (its checkpoint, the output_dir of its uninterrupted run), each run once for the module."""
+    runs = {}
+
+    def run(encoder: str) -> tuple[Path, Path]:
+        if encoder not in runs:
+            checkpoint = tiny_bert_dir if encoder == "bert" else tiny_encoder_dirs[encoder]
+            output_dir = tmp_path_factory.mktemp(f"uninterrupted-{encoder}") / "out"
+            assert cli(run_args(checkpoint, output_dir.parent, output_dir)) == 0
+            runs[encoder] = checkpoint, output_dir
+        return runs[encoder]
+
+    return run
 
 
-def test_killed_run_resumes_from_its_newest_complete_checkpoint(tiny_bert_dir, tmp_path, uninterrupted, caplog):
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_runs) -> Path:
+    return uninterrupted_runs("bert")[1]
+
+
+@pytest.mark.parametrize("encoder", ["bert", "roberta"])
+def test_killed_run_resumes_from_its_newest_complete_checkpoint(encoder, uninterrupted_runs, tmp_path, caplog):
+    checkpoint, uninterrupted = uninterrupted_runs(encoder)
     output_dir = tmp_path / "out"
-    args = run_args(tiny_bert_dir, tmp_path, output_dir)
+    args = run_args(checkpoint, tmp_path, output_dir)
     kill_after_first_checkpoint(args)
     assert (output_dir / "checkpoint-3" / "trainer_state.json").is_file()
     assert not (output_dir / "config.json").exists()  # killed before the end
@@ -143,7 +158,7 @@ def test_finished_output_dir_is_refused_unless_overwritten(tiny_bert_dir, tmp_pa
     "what, expected",
     [
         ("another label set", "labels only in the checkpoint ['glad'], only in this run's data ['angry']"),
-        ("another architecture", "it holds a 'bert' model"),
+        ("another architecture", "it holds a 'roberta' encoder, this run trains a 'bert' encoder"),
         ("another encoder size", "its hidden_size is 48"),
         ("not a checkpoint", "no readable config.json"),
         ("word embeddings trained now", "its optimizer state covers 40 parameter tensors, this run trains 41"),
@@ -158,7 +173,7 @@ def test_resuming_from_an_incompatible_checkpoint_fails_before_training(
     if what == "another label set":
         config = json.loads(json.dumps(config).replace("angry", "glad"))  # tasks, id2label and label2id alike
     elif what == "another architecture":
-        config["model_type"] = "bert"
+        config["model_type"] = "roberta"
     elif what == "another encoder size":
         config["hidden_size"] = 48
     (checkpoint / "config.json").write_text(json.dumps(config) if what != "not a checkpoint" else "{")
