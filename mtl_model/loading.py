@@ -176,6 +176,11 @@ def load_model(
         )
     except OSError as error:  # e.g. a config without weights
         raise ArgumentError(f"--model_name_or_path {model_name_or_path}: no weights to load ({error})") from None
+    except (ValueError, ImportError) as error:
+        if attn_implementation is None:
+            raise
+        # The encoder's own check: an unknown kernel, one the architecture lacks, or one not installed.
+        raise ArgumentError(f"--attn_implementation {attn_implementation}: {error}") from None
     check_encoder_loaded(model, loading_info, model_name_or_path)
     # `from_pretrained` keeps the renamings it applied, and `save_pretrained` would undo them, writing the weights
     # back under the checkpoint's names (`roberta.*`), which our model would not find on reload. Forgetting them makes

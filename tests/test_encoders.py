@@ -177,6 +177,10 @@ def test_attention_implementation_is_passed_to_the_encoder(tiny_encoder_dirs):
     assert model.base_model.config._attn_implementation == "eager"
     model = load_model(directory, build_config(directory, TASKS, "mean"))
     assert model.base_model.config._attn_implementation == "sdpa"  # transformers' default where supported
+    deberta = str(tiny_encoder_dirs["deberta-v2"])
+    assert load_model(deberta, build_config(deberta, TASKS, "mean")).base_model.config._attn_implementation == "eager"
+    with pytest.raises(ArgumentError, match="--attn_implementation sdpa: DebertaV2Model does not support"):
+        load_model(deberta, build_config(deberta, TASKS, "mean"), attn_implementation="sdpa")
 
 
 def save_config_only(directory, config, tokenizer: bool = False):
@@ -237,3 +241,19 @@ def test_checkpoints_without_a_usable_encoder_are_refused_before_training(kind, 
     error = capsys.readouterr().err
     assert f"--model_name_or_path {directory}" in error and REFUSALS[kind] in error, error
     assert "Traceback" not in error and not (output_dir / "model.safetensors").exists()
+
+
+def test_a_model_saved_before_encoders_became_a_sub_config_loads_unchanged(tiny_bert_dir, tmp_path):
+    """Earlier versions saved `model_type: bert_multitask` beside the flat BERT fields, and `auto_map` naming the
+    BERT classes: such a folder loads as `BertForMultiTaskMultiLabel` with the same weights, tasks and thresholds."""
+    model = tiny_model(tiny_bert_dir).eval()
+    model.config.thresholds["topic"] = [0.3, 0.7]
+    model.save_pretrained(tmp_path)
+    edit_config(tmp_path, model_type="bert_multitask")
+    config = load_config(str(tmp_path))
+    assert type(config).__name__ == "BertMultiTaskConfig" and config.encoder.model_type == "bert"
+    assert config.tasks == TASKS and config.thresholds == model.config.thresholds
+    reloaded = load_model(str(tmp_path), config).eval()
+    batch = random_batch()
+    with torch.no_grad():
+        assert torch.equal(reloaded(**batch).logits, model(**batch).logits)
