@@ -12,24 +12,14 @@ train / eval / predict → save, model card, push.
 import logging
 import sys
 from contextlib import nullcontext
-from functools import partial
 from pathlib import Path
 
 import datasets
 import transformers
 from transformers import AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCallback, set_seed
 
-from mtl_model.arguments import (
-    ArgumentError,
-    check_int8_inference,
-    check_metric_for_best_model,
-    check_output_dir,
-    hub_model_id,
-    parse_arguments,
-    resolve_early_stopping,
-)
+from mtl_model.arguments import hub_model_id, parse_arguments, resolve_early_stopping
 from mtl_model.data import (
-    DataError,
     DataSpec,
     capped_pos_weight,
     carve_validation,
@@ -38,20 +28,23 @@ from mtl_model.data import (
     resolve_tasks,
     select_first,
 )
+from mtl_model.errors import ArgumentError, DataError
 from mtl_model.loading import (
     build_config,
+    check_output_dir,
     check_resumable,
     checkpoint_to_resume,
     freeze_word_embeddings,
     load_model,
+    remove_old_checkpoints,
     trained_tasks,
 )
-from mtl_model.metrics import build_compute_metrics, metric_names, metrics_at_threshold
-from mtl_model.report import render_model_card, write_evaluation_report, write_predictions
-from mtl_model.trainer import MultiTaskTrainer
+from mtl_model.metrics import build_compute_metrics, check_metric_for_best_model, metric_names, metrics_at_threshold
+from mtl_model.model_card import CardFacts
+from mtl_model.report import write_evaluation_report, write_predictions
+from mtl_model.trainer import MultiTaskTrainer, check_int8_inference
 
 logger = logging.getLogger(__name__)
-MODEL_CARD_TEMPLATE = Path(__file__).with_name("model_card.md")
 SPEED = ("_runtime", "_samples_per_second", "_steps_per_second")
 
 
@@ -115,7 +108,10 @@ def main(argv: list[str]) -> None:
     model = load_model(model_args.model_name_or_path, config, model_args.cache_dir, model_args.attn_implementation)
     if model_args.freeze_word_embeddings:
         freeze_word_embeddings(model)
-    checkpoint = checkpoint_to_resume(training_args) if training_args.do_train else None
+    checkpoint = None
+    if training_args.do_train:
+        remove_old_checkpoints(training_args)
+        checkpoint = checkpoint_to_resume(training_args)
     if checkpoint:
         check_resumable(checkpoint, model)
 
@@ -132,22 +128,24 @@ def main(argv: list[str]) -> None:
     )
 
     metrics = {}
-    trainer.model_card_writer = partial(
-        write_model_card, trainer=trainer, model_args=model_args, data_args=data_args, metrics=metrics
-    )
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
         metrics.update(result.metrics, train_samples=len(encoded["train"]))
         trainer.log_metrics("train", result.metrics)
         trainer.save_state()
+    # The validation split, predicted once for tuning, evaluation and the report.
+    validation = None
+    if data_args.tune_thresholds or training_args.do_eval:
+        validation = trainer.predict(encoded["validation"], metric_key_prefix="eval")
     if data_args.tune_thresholds:
-        thresholds = trainer.tune_thresholds(encoded["validation"], data_args.min_positives_to_tune)
+        thresholds = trainer.tune_thresholds(validation, data_args.min_positives_to_tune)
         logger.info("Thresholds tuned on the validation split: %s", thresholds)
-        if trainer.is_world_process_zero():
-            model.config.save_pretrained(training_args.output_dir)
+    if training_args.do_train:
+        trainer.save_model()  # the weights and the config, with the tuned thresholds
+    elif data_args.tune_thresholds and trainer.is_world_process_zero():
+        model.config.save_pretrained(training_args.output_dir)
     if training_args.do_eval:
-        eval_metrics = trainer.evaluate(encoded["validation"])
+        eval_metrics = trainer.evaluation_metrics(validation)
         metrics.update(eval_metrics, eval_samples=len(encoded["validation"]))
         trainer.log_metrics("eval", eval_metrics)
     if training_args.do_predict:
@@ -162,11 +160,22 @@ def main(argv: list[str]) -> None:
         if trainer.is_world_process_zero():
             test = raw["test"].select(range(len(encoded["test"])))
             path = Path(training_args.output_dir) / "predictions.jsonl"
-            write_predictions(path, [test[column] for column in spec.text_columns], output.predictions, model.config)
+            texts = [test[column] for column in spec.text_columns]
+            write_predictions(
+                path, texts, output.predictions, model.config, data_args.prediction_scores, data_args.prediction_top_k
+            )
             logger.info("Predictions written to %s", path)
-    write_report_for_a_labelled_split(trainer, encoded, output if training_args.do_predict else None)
+    test_output = output if training_args.do_predict else None
+    report_files = write_report_for_a_labelled_split(trainer, encoded, test_output, validation)
 
     trainer.save_metrics("all", metrics, combined=False)
+    trainer.card_facts = CardFacts(
+        base_model=hub_model_id(model_args.model_name_or_path),
+        training_data=data_args.dataset_name or data_args.train_file or "(none)",
+        dataset_name=data_args.dataset_name,
+        int8_test=model_args.int8_inference,
+        report_files=[str(path) for path in report_files],
+    )
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(training_args.output_dir)
         trainer.create_model_card()
@@ -174,19 +183,23 @@ def main(argv: list[str]) -> None:
         trainer.push_to_hub()
 
 
-def write_report_for_a_labelled_split(trainer, encoded, test_output) -> None:
-    """Per-label report on the labelled test predictions, else on the validation split when there is one.
-    Every process predicts (a collective under data parallelism); the main process writes."""
+def write_report_for_a_labelled_split(trainer, encoded, test_output, validation_output) -> list[Path]:
+    """Per-label report on the labelled test predictions, else on the validation split's (predicted here unless
+    already predicted: every process predicts, a collective under data parallelism). The main process writes, and
+    returns the files written (relative to the output directory)."""
     if test_output is not None and test_output.label_ids is not None:
         split, logits, labels = "test", test_output.predictions, test_output.label_ids
-    elif "validation" in encoded:
-        output = trainer.predict(encoded["validation"], metric_key_prefix="eval")
-        split, logits, labels = "validation", output.predictions, output.label_ids
+    elif validation_output is not None or "validation" in encoded:
+        if validation_output is None:
+            validation_output = trainer.predict(encoded["validation"], metric_key_prefix="eval")
+        split, logits, labels = "validation", validation_output.predictions, validation_output.label_ids
     else:
-        return
-    if trainer.is_world_process_zero():
-        written = write_evaluation_report(trainer.args.output_dir, split, logits, labels, trainer.model.config)
-        logger.info("Evaluation report: %s", ", ".join(str(path) for path in written))
+        return []
+    if not trainer.is_world_process_zero():
+        return []
+    written = write_evaluation_report(trainer.args.output_dir, split, logits, labels, trainer.model.config)
+    logger.info("Evaluation report: %s", ", ".join(str(path) for path in written))
+    return written
 
 
 def setup_logging(training_args) -> None:
@@ -234,21 +247,6 @@ def early_stopping_callbacks(data_args) -> list:
     if data_args.early_stopping_patience is None:
         return []
     return [EarlyStoppingCallback(data_args.early_stopping_patience, data_args.early_stopping_threshold)]
-
-
-def write_model_card(output_dir, trainer, model_args, data_args, metrics) -> None:
-    card = render_model_card(
-        MODEL_CARD_TEMPLATE,
-        trainer.model.config,
-        metrics,
-        trainer.args,
-        base_model=hub_model_id(model_args.model_name_or_path),
-        training_data=data_args.dataset_name or data_args.train_file or "(none)",
-        dataset_name=data_args.dataset_name,
-        repo_id=trainer.args.hub_model_id,
-        int8_test=model_args.int8_inference,
-    )
-    Path(output_dir, "README.md").write_text(card, encoding="utf-8")
 
 
 def cli(argv: list[str]) -> int:

@@ -15,15 +15,14 @@ import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from .configuration_mtl import LOSS_CHOICES, POOLING_CHOICES
+from .errors import ArgumentError
+
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE_SUFFIXES = (".json", ".yaml", ".yml")
 DEFAULT_METRIC = "macro_f1"
 BUNDLED_ENCODER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-class ArgumentError(ValueError):
-    """Flags that contradict each other or a config file that does not fit; the message names the flag or key."""
 
 
 def bundled_encoder_path() -> str | None:
@@ -62,7 +61,7 @@ class ModelArguments:
         default="mean",
         metadata={"help": "Text vector: mean (masked mean of hidden states), cls (first token's state) or pooler "
                   "(the encoder's own pooler, where it has one).",
-                  "choices": ["mean", "cls", "pooler"]},
+                  "choices": list(POOLING_CHOICES)},
     )  # fmt: skip
     classifier_dropout: float | None = field(default=None, metadata={"help": "Dropout before the heads."})
     # Both defaults make CPU training faster and smaller (no dropout masks; the frozen matrix's gradient and AdamW
@@ -84,7 +83,7 @@ class ModelArguments:
     )
     loss_type: str = field(
         default="bce",
-        metadata={"help": "Per-entry loss: bce, focal or asl (asymmetric loss).", "choices": ["bce", "focal", "asl"]},
+        metadata={"help": "Per-entry loss: bce, focal or asl (asymmetric loss).", "choices": list(LOSS_CHOICES)},
     )
     focal_gamma: float = field(default=2.0, metadata={"help": "Focusing exponent of the focal loss."})
     asl_gamma_positive: float = field(default=0.0, metadata={"help": "ASL exponent on positives."})
@@ -167,6 +166,12 @@ class DataTrainingArguments:
     min_positives_to_tune: int = field(
         default=5, metadata={"help": "Labels with fewer validation positives keep the threshold 0.5."}
     )
+    prediction_scores: str = field(
+        default="all",
+        metadata={"help": "Scores in predictions.jsonl beside each task's labels: all (every label's), top_k (the "
+                  "--prediction_top_k highest) or none.", "choices": ["all", "top_k", "none"]},
+    )  # fmt: skip
+    prediction_top_k: int = field(default=5, metadata={"help": "Scores kept per task with --prediction_scores top_k."})
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop after N evaluations without improvement of metric_for_best_model."}
     )
@@ -245,14 +250,64 @@ class MultiTaskTrainingArguments(TrainingArguments):
         # Pinned memory only speeds copies to an accelerator; without one, torch warns at every DataLoader.
         if not has_accelerator:
             self.dataloader_pin_memory = False
-        if self.malloc_trim_steps < 0:
-            raise ArgumentError(
-                f"--malloc_trim_steps must be 0 (never) or a positive step count, not {self.malloc_trim_steps}"
-            )
         super().__post_init__()
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataTrainingArguments, MultiTaskTrainingArguments)
+
+
+def at_least(low):
+    return lambda value: value >= low, f"at least {low}"
+
+
+def fraction_below_one():
+    return lambda value: 0 <= value < 1, "in [0, 1)"
+
+
+# Every numeric flag a bad value of which would fail late (a traceback deep in training) or silently mean nothing:
+# its allowed values, checked once parsed, before any data or model loads. None (unset) is always allowed.
+NUMERIC_RANGES = {
+    "max_seq_length": at_least(1),
+    "max_train_samples": at_least(1),
+    "max_eval_samples": at_least(1),
+    "max_predict_samples": at_least(1),
+    "validation_split_percentage": (lambda value: 1 <= value <= 99, "from 1 to 99"),
+    "preprocessing_num_workers": at_least(1),
+    "min_positives_to_tune": at_least(1),
+    "prediction_top_k": at_least(1),
+    "early_stopping_patience": at_least(1),
+    "early_stopping_threshold": at_least(0),
+    "classifier_dropout": fraction_below_one(),
+    "attention_dropout": fraction_below_one(),
+    "focal_gamma": at_least(0),
+    "asl_gamma_positive": at_least(0),
+    "asl_gamma_negative": at_least(0),
+    "asl_clip": fraction_below_one(),
+    "pos_weight_cap": (lambda value: value > 0, "above 0"),
+    "head_learning_rate": at_least(0),
+    "learning_rate": at_least(0),
+    "weight_decay": at_least(0),
+    "max_grad_norm": at_least(0),
+    "num_train_epochs": at_least(0),
+    "warmup_steps": at_least(0),
+    "per_device_train_batch_size": at_least(1),
+    "per_device_eval_batch_size": at_least(1),
+    "gradient_accumulation_steps": at_least(1),
+    "eval_accumulation_steps": at_least(1),
+    "save_total_limit": at_least(1),
+    "dataloader_num_workers": at_least(0),
+    "seed": at_least(0),
+    "malloc_trim_steps": (lambda value: value >= 0, "0 (never) or a positive step count"),
+}
+
+
+def check_numeric_ranges(*arguments) -> None:
+    """Each flag of `NUMERIC_RANGES` that the argument dataclasses hold, within its range; else name the flag."""
+    for group in arguments:
+        for name, (allowed, description) in NUMERIC_RANGES.items():
+            value = getattr(group, name, None)
+            if value is not None and not isinstance(value, bool) and not allowed(value):
+                raise ArgumentError(f"--{name} must be {description}, not {value}")
 
 
 def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments, set[str]]:
@@ -268,6 +323,7 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataTrainingArgume
         raise
     except ValueError as error:  # e.g. TrainingArguments' own consistency checks
         raise ArgumentError(str(error)) from None
+    check_numeric_ranges(model_args, data_args, training_args)
     return model_args, data_args, training_args, given
 
 
@@ -310,8 +366,6 @@ def resolve_early_stopping(
     """
     changes = {}
     if data_args.early_stopping_patience is not None:
-        if data_args.early_stopping_patience < 1:
-            raise ArgumentError("--early_stopping_patience must be at least 1")
         if training_args.eval_strategy == "no":
             if "eval_strategy" in given:
                 raise ArgumentError("--early_stopping_patience needs evaluations: --eval_strategy must not be 'no'")
@@ -330,42 +384,3 @@ def resolve_early_stopping(
         return dataclasses.replace(training_args, **changes)
     except ValueError as error:
         raise ArgumentError(f"Early stopping / best model flags: {error}") from None
-
-
-def check_output_dir(training_args: TrainingArguments) -> None:
-    """Refuse to train into an output_dir that already holds a finished model (the final `save_model` writes
-    config.json at its top level; an interrupted run has only checkpoints there and is resumed instead)."""
-    finished = Path(training_args.output_dir, "config.json").is_file()
-    explicit_resume = training_args.resume_from_checkpoint
-    if training_args.do_train and finished and not (training_args.overwrite_output_dir or explicit_resume):
-        raise ArgumentError(
-            f"{training_args.output_dir} already holds a trained model; pass --overwrite_output_dir to train "
-            "over it (its checkpoints are removed), or choose another --output_dir"
-        )
-
-
-def check_int8_inference(model_args: ModelArguments, training_args: TrainingArguments) -> None:
-    """int8 inference applies to the test predictions, on the CPU: refuse it before training where it would not."""
-    if not model_args.int8_inference:
-        return
-    if not training_args.do_predict:
-        raise ArgumentError("--int8_inference applies to the test predictions: add --do_predict")
-    check_int8_device(training_args.device)
-
-
-def check_int8_device(device: torch.device) -> None:
-    """int8 inference (`quantized_for_cpu`) runs on the CPU; the CLI and the trainer both refuse other devices."""
-    if device.type != "cpu":
-        raise ArgumentError(f"int8 inference runs on the CPU only; this run uses {device}")
-
-
-def check_metric_for_best_model(training_args: TrainingArguments, names: list[str]) -> None:
-    """`metric_for_best_model` must be a metric we compute (or the loss); checked before the model loads."""
-    metric = training_args.metric_for_best_model
-    if metric is None:
-        return
-    bare = metric.removeprefix("eval_")
-    if bare not in names and bare != "loss":
-        raise ArgumentError(
-            f"--metric_for_best_model {metric!r} is not computed; choose one of: loss, {', '.join(names)}"
-        )

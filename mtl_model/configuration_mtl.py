@@ -10,6 +10,8 @@ from transformers.configuration_utils import SubConfigSpec
 POOLING_CHOICES = ("mean", "cls", "pooler")
 LOSS_CHOICES = ("bce", "focal", "asl")
 TASK_LABEL_SEPARATOR = "/"
+# The label value of an entry whose task is not annotated for that example: left out of the loss and metrics.
+IGNORE_INDEX = -100
 # Where `get_config_dict` hands on the encoder's model type of a saved flat config.
 ENCODER_TYPE_KEY = "encoder_model_type"
 # What configs of this recipe saved before the encoder became a sub-config name their (BERT) encoder.
@@ -150,6 +152,10 @@ class MultiTaskConfig(PreTrainedConfig):
         """Where each task's labels sit in the concatenated logits."""
         return task_slices(self.tasks)
 
+    def per_label(self, values: dict[str, list[float]]) -> list[float]:
+        """`config.thresholds` or `config.pos_weight` as one value per label, in logit order."""
+        return per_label_vector(self.tasks, values)
+
 
 class BertMultiTaskConfig(MultiTaskConfig):
     """`MultiTaskConfig` of a BERT encoder (BERT itself and BERT-architecture checkpoints: MiniLM, E5, BGE…), the
@@ -193,10 +199,19 @@ def _tasks_in_saved_order(tasks: dict, id2label: dict | None) -> dict[str, list[
     return {task: tasks[task] for task in order}
 
 
+def per_label_vector(tasks: dict[str, list[str]], values: dict[str, list[float]]) -> list[float]:
+    """A per-task mapping of per-label values (thresholds, pos_weight) → one value per label in logit order."""
+    return [value for task in tasks for value in values[task]]
+
+
+def check_task_name(task: str) -> None:
+    if not task or TASK_LABEL_SEPARATOR in task:
+        raise ValueError(f"Task name {task!r} must be non-empty and may not contain {TASK_LABEL_SEPARATOR!r}")
+
+
 def _check_tasks(tasks: dict[str, list[str]]) -> None:
     for task, labels in tasks.items():
-        if not task or TASK_LABEL_SEPARATOR in task:
-            raise ValueError(f"Task name {task!r} must be non-empty and may not contain {TASK_LABEL_SEPARATOR!r}")
+        check_task_name(task)
         if not labels:
             raise ValueError(f"Task {task!r} has no labels")
         if len(set(labels)) != len(labels):
@@ -216,4 +231,4 @@ def _complete_per_label(
     return completed
 
 
-__all__ = ["BertMultiTaskConfig", "MultiTaskConfig", "task_slices"]
+__all__ = ["BertMultiTaskConfig", "MultiTaskConfig", "per_label_vector", "task_slices"]

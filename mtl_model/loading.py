@@ -16,8 +16,8 @@ from transformers.models.auto.modeling_auto import (
 from transformers.trainer import OPTIMIZER_NAME, TRAINER_STATE_NAME
 from transformers.trainer_utils import sort_checkpoints
 
-from .arguments import ArgumentError
 from .configuration_mtl import LEGACY_MODEL_TYPES, BertMultiTaskConfig, MultiTaskConfig
+from .errors import ArgumentError, describe_labels
 from .modeling_mtl import BertForMultiTaskMultiLabel, EncoderForMultiTaskMultiLabel, has_pooler
 
 logger = logging.getLogger(__name__)
@@ -239,19 +239,35 @@ def enable_remote_code(model: EncoderForMultiTaskMultiLabel) -> None:
     }
 
 
+def check_output_dir(training_args) -> None:
+    """Refuse to train into an output_dir that already holds a finished model (the final `save_model` writes
+    config.json at its top level; an interrupted run has only checkpoints there and is resumed instead)."""
+    finished = os.path.isfile(os.path.join(training_args.output_dir, "config.json"))
+    explicit_resume = training_args.resume_from_checkpoint
+    if training_args.do_train and finished and not (training_args.overwrite_output_dir or explicit_resume):
+        raise ArgumentError(
+            f"{training_args.output_dir} already holds a trained model; pass --overwrite_output_dir to train "
+            "over it (its checkpoints are removed), or choose another --output_dir"
+        )
+
+
+def remove_old_checkpoints(training_args) -> None:
+    """--overwrite_output_dir: delete the checkpoints an earlier run left in output_dir. Left in place, a later resume
+    or the Trainer's checkpoint rotation (by step number) could mistake them for the new run's."""
+    if not training_args.overwrite_output_dir or not os.path.isdir(training_args.output_dir):
+        return
+    with training_args.main_process_first(desc="clearing old checkpoints"):
+        for checkpoint in sort_checkpoints(training_args.output_dir) if training_args.should_save else []:
+            logger.info("--overwrite_output_dir: removing %s", checkpoint)
+            shutil.rmtree(checkpoint)
+
+
 def checkpoint_to_resume(training_args) -> str | None:
     """An explicit --resume_from_checkpoint; else, unless --overwrite_output_dir, the newest complete checkpoint that
-    an interrupted run left in output_dir. Overwriting clears the old checkpoints first: left in place, a later
-    resume or the Trainer's checkpoint rotation (by step number) could mistake them for the new run's."""
+    an interrupted run left in output_dir."""
     if training_args.resume_from_checkpoint:
         return training_args.resume_from_checkpoint
-    if not os.path.isdir(training_args.output_dir):
-        return None
-    if training_args.overwrite_output_dir:
-        with training_args.main_process_first(desc="clearing old checkpoints"):
-            for checkpoint in sort_checkpoints(training_args.output_dir) if training_args.should_save else []:
-                logger.info("--overwrite_output_dir: removing %s", checkpoint)
-                shutil.rmtree(checkpoint)
+    if training_args.overwrite_output_dir or not os.path.isdir(training_args.output_dir):
         return None
     checkpoint = newest_complete_checkpoint(training_args.output_dir)
     if checkpoint:
@@ -326,7 +342,10 @@ def task_difference(saved: dict[str, list[str]], current: dict[str, list[str]]) 
             only_current = [label for label in labels if label not in saved[task]]
             if not only_saved and not only_current:
                 return f"task {task!r}: the labels are in another order"
-            return f"task {task!r}: labels only in the checkpoint {only_saved}, only in this run's data {only_current}"
+            return (
+                f"task {task!r}: labels only in the checkpoint {describe_labels(only_saved)}, only in this run's "
+                f"data {describe_labels(only_current)}"
+            )
     return None
 
 

@@ -1,15 +1,16 @@
 """Per-task and overall F1 for multi-task, multi-label predictions with masked (not annotated) entries.
 
-Counts are computed directly with numpy rather than by calling scikit-learn once per task, because each task masks
-different rows; the tests check every figure against scikit-learn. `evaluate`'s stock F1 loads from the Hub, which
-is why it is not used here.
+Each task's confusion counts come from scikit-learn, on the rows annotated for that task (each task masks other
+rows, so there is no single call for all); precision, recall and F1 are then derived from the counts, pooled over
+tasks for the overall micro figures. `evaluate`'s stock F1 loads from the Hub, which is why it is not used here.
 """
 
 import numpy as np
+from sklearn.metrics import multilabel_confusion_matrix
 from transformers import EvalPrediction
 
-from .configuration_mtl import task_slices
-from .modeling_mtl import IGNORE_INDEX
+from .configuration_mtl import IGNORE_INDEX, per_label_vector, task_slices
+from .errors import ArgumentError
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -18,15 +19,21 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
 
 def threshold_vector(tasks: dict[str, list[str]], thresholds: dict[str, list[float]]) -> np.ndarray:
     """Per-label thresholds in logit order, shape [total_labels]."""
-    return np.array([value for task in tasks for value in thresholds[task]], dtype=np.float64)
+    return np.array(per_label_vector(tasks, thresholds), dtype=np.float64)
 
 
-def confusion_counts(predicted: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """True/false positives and false negatives per label over annotated entries; inputs [rows, labels]."""
-    annotated = labels != IGNORE_INDEX
-    truth = (labels == 1) & annotated
-    guess = predicted & annotated
-    return (guess & truth).sum(0), (guess & ~truth).sum(0), (~guess & truth).sum(0)
+def confusion_counts(
+    predicted: np.ndarray, labels: np.ndarray, tasks: dict[str, list[str]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True/false positives and false negatives per label, each [total_labels], over the rows annotated for the
+    label's task; predicted (bool) and labels (1/0/-100): [rows, total_labels]."""
+    counts = np.zeros((3, labels.shape[1]), dtype=np.int64)  # tp, fp, fn
+    for task_slice in task_slices(tasks).values():
+        rows = labels[:, task_slice.start] != IGNORE_INDEX  # a task is annotated for a row, or not, as a whole
+        if rows.any():
+            matrices = multilabel_confusion_matrix(labels[rows, task_slice] == 1, predicted[rows, task_slice])
+            counts[:, task_slice] = matrices[:, 1, 1], matrices[:, 0, 1], matrices[:, 1, 0]  # [labels, 2, 2]
+    return counts[0], counts[1], counts[2]
 
 
 def per_label_scores(tp, fp, fn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -61,7 +68,7 @@ def multitask_metrics(
     Entries labelled -100 (task not annotated for that row) count nowhere. A task with no annotated row is left out.
     """
     predicted = sigmoid(logits) >= threshold_vector(tasks, thresholds)
-    tp, fp, fn = confusion_counts(predicted, labels)
+    tp, fp, fn = confusion_counts(predicted, labels, tasks)
     metrics, annotated_labels = {}, []
     for task, task_slice in task_slices(tasks).items():
         if not (labels[:, task_slice] != IGNORE_INDEX).any():
@@ -129,3 +136,15 @@ def tune_thresholds(
         best = np.flatnonzero(f1 == f1.max())
         chosen.append(float(THRESHOLD_GRID[best[len(best) // 2]]))
     return {task: chosen[task_slice] for task, task_slice in task_slices(tasks).items()}
+
+
+def check_metric_for_best_model(training_args, names: list[str]) -> None:
+    """`metric_for_best_model` must be a metric we compute (or the loss); checked before the model loads."""
+    metric = training_args.metric_for_best_model
+    if metric is None:
+        return
+    bare = metric.removeprefix("eval_")
+    if bare not in names and bare != "loss":
+        raise ArgumentError(
+            f"--metric_for_best_model {metric!r} is not computed; choose one of: loss, {', '.join(names)}"
+        )

@@ -17,9 +17,7 @@ from transformers import initialization as init
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 from transformers.utils import ModelOutput
 
-from .configuration_mtl import BertMultiTaskConfig, MultiTaskConfig
-
-IGNORE_INDEX = -100
+from .configuration_mtl import IGNORE_INDEX, BertMultiTaskConfig, MultiTaskConfig
 
 
 @dataclass
@@ -71,7 +69,7 @@ def multitask_loss(
     targets = torch.where(annotated, labels, torch.zeros_like(labels)).to(logits.dtype)
     pos_weight = None
     if config.pos_weight is not None:
-        pos_weight = torch.tensor([w for task in config.tasks for w in config.pos_weight[task]], device=logits.device)
+        pos_weight = torch.tensor(config.per_label(config.pos_weight), device=logits.device)
     entry_loss = entry_losses(logits, targets, config, pos_weight) * annotated
     task_slices = list(config.task_slices.values())
     summed = torch.stack([entry_loss[:, task_slice].sum() for task_slice in task_slices])
@@ -211,9 +209,7 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
 
     def decode(self, logits: torch.Tensor) -> list[dict[str, list[str]]]:
         """Logits [batch, total_labels] → per example, each task's predicted labels (sigmoid ≥ stored threshold)."""
-        thresholds = torch.tensor(
-            [value for task in self.config.tasks for value in self.config.thresholds[task]], device=logits.device
-        )
+        thresholds = torch.tensor(self.config.per_label(self.config.thresholds), device=logits.device)
         chosen = (torch.sigmoid(logits.float()) >= thresholds).tolist()
         slices = self.config.task_slices
         return [

@@ -4,6 +4,7 @@ evaluation and prediction, training arguments saved as JSON, our own model card,
 system while training on the CPU."""
 
 import ctypes
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,14 +12,31 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import SequentialSampler
-from transformers import Trainer, TrainerCallback
+from transformers import EvalPrediction, Trainer, TrainerCallback
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_pt_utils import LengthGroupedSampler, nested_gather
+from transformers.trainer_utils import PredictionOutput
 
-from .arguments import check_int8_device
+from .configuration_mtl import IGNORE_INDEX
 from .data import longest_first, token_lengths
+from .errors import ArgumentError
 from .metrics import tune_thresholds
-from .modeling_mtl import IGNORE_INDEX
+from .model_card import CardFacts, build_model_card
+
+
+def check_int8_inference(model_args, training_args) -> None:
+    """int8 inference applies to the test predictions, on the CPU: refuse it before training where it would not."""
+    if not model_args.int8_inference:
+        return
+    if not training_args.do_predict:
+        raise ArgumentError("--int8_inference applies to the test predictions: add --do_predict")
+    check_int8_device(training_args.device)
+
+
+def check_int8_device(device: torch.device) -> None:
+    """int8 inference (`quantized_for_cpu`) runs on the CPU; the CLI and the trainer both refuse other devices."""
+    if device.type != "cpu":
+        raise ArgumentError(f"int8 inference runs on the CPU only; this run uses {device}")
 
 
 class ReleaseFreedMemory(TrainerCallback):
@@ -57,14 +75,15 @@ class MultiTaskTrainer(Trainer):
 
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, model_card_writer=None, head_learning_rate: float | None = None, **kwargs):
+    def __init__(self, *args, head_learning_rate: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         release = ReleaseFreedMemory.for_training(self.args)
         if release is not None:
             self.add_callback(release)
         self.head_learning_rate = head_learning_rate
-        # Called by `create_model_card` (and so by `push_to_hub`) instead of the Trainer's generic card.
-        self.model_card_writer = model_card_writer
+        # What our model card says beyond the trainer's own state; set when the run's results are in. Until then
+        # `create_model_card` (and so `push_to_hub`) writes no card, and never the Trainer's generic one.
+        self.card_facts: CardFacts | None = None
         self._task_loss_sum = None  # [num_tasks], summed since the last log
         self._task_loss_logged_step = 0
 
@@ -192,14 +211,30 @@ class MultiTaskTrainer(Trainer):
             self._task_loss_logged_step = self.state.global_step
         super().log(logs, start_time)
 
-    def tune_thresholds(self, dataset, min_positives: int = 5) -> dict[str, list[float]]:
-        """Per-label thresholds that maximise each label's F1 on `dataset` (the validation split, never the test
-        split), stored in the model config so that evaluation, prediction and the saved model use them."""
-        output = self.predict(dataset, metric_key_prefix="tuning")
+    def tune_thresholds(self, output: PredictionOutput, min_positives: int = 5) -> dict[str, list[float]]:
+        """Per-label thresholds that maximise each label's F1 on `output` (`predict` on the validation split, never
+        the test split), stored in the model config so that evaluation, prediction and the saved model use them."""
         config = self.model.config
         config.thresholds = tune_thresholds(output.predictions, output.label_ids, config.tasks, min_positives)
         return config.thresholds
 
+    def evaluation_metrics(self, output: PredictionOutput, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """What `evaluate` returns, from predictions already made (`predict` with the same prefix), so that a split
+        tuned on, evaluated and reported on is predicted once: F1 at the thresholds now in the config, the loss and
+        throughput of the prediction, and the epoch; logged as `evaluate` logs them."""
+        scores = self.compute_metrics(EvalPrediction(predictions=output.predictions, label_ids=output.label_ids))
+        metrics = {**output.metrics, **{f"{metric_key_prefix}_{name}": value for name, value in scores.items()}}
+        if self.state.epoch is not None:
+            metrics["epoch"] = self.state.epoch
+        self.log(metrics)
+        return metrics
+
     def create_model_card(self, *args, **kwargs) -> None:
-        if self.model_card_writer is not None and self.is_world_process_zero():
-            self.model_card_writer(self.args.output_dir)
+        """Our card, from the model's config, the metrics this run saved (`all_results.json`, written by
+        `save_metrics`) and `card_facts`, as `README.md` in the output directory."""
+        if self.card_facts is None or not self.is_world_process_zero():
+            return
+        results = Path(self.args.output_dir) / "all_results.json"
+        metrics = json.loads(results.read_text(encoding="utf-8")) if results.is_file() else {}
+        card = build_model_card(self.model.config, metrics, self.args, self.card_facts)
+        card.save(Path(self.args.output_dir) / "README.md")

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import re
 from types import SimpleNamespace
@@ -5,7 +6,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mtl_model.arguments import ArgumentError, check_int8_inference, parse_arguments, resolve_early_stopping
+from mtl_model.arguments import parse_arguments, resolve_early_stopping
+from mtl_model.errors import ArgumentError
+from mtl_model.trainer import check_int8_inference
 
 
 def test_json_config_values_get_their_field_types_and_later_flags_override(tmp_path):
@@ -55,9 +58,34 @@ def test_int8_inference_is_refused_where_it_would_not_apply(do_predict, device, 
     check_int8_inference(SimpleNamespace(int8_inference=False), training_args)  # off: nothing to refuse
 
 
-def test_a_negative_malloc_trim_step_count_is_refused(tmp_path):
-    with pytest.raises(ArgumentError, match="--malloc_trim_steps must be 0 .* not -1"):
-        parse_arguments(["--output_dir", str(tmp_path), "--malloc_trim_steps", "-1"])
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--max_seq_length", "0", "--max_seq_length must be at least 1, not 0"),
+        ("--per_device_train_batch_size", "0", "--per_device_train_batch_size must be at least 1, not 0"),
+        ("--per_device_eval_batch_size", "-4", "--per_device_eval_batch_size must be at least 1, not -4"),
+        ("--gradient_accumulation_steps", "0", "--gradient_accumulation_steps must be at least 1, not 0"),
+        ("--learning_rate", "-1e-5", "--learning_rate must be at least 0, not -1e-05"),
+        ("--validation_split_percentage", "100", "--validation_split_percentage must be from 1 to 99, not 100"),
+        ("--max_train_samples", "0", "--max_train_samples must be at least 1, not 0"),
+        ("--attention_dropout", "1", "--attention_dropout must be in [0, 1), not 1.0"),
+        ("--asl_clip", "-0.1", "--asl_clip must be in [0, 1), not -0.1"),
+        ("--pos_weight_cap", "0", "--pos_weight_cap must be above 0, not 0.0"),
+        ("--early_stopping_patience", "0", "--early_stopping_patience must be at least 1, not 0"),
+        ("--malloc_trim_steps", "-1", "--malloc_trim_steps must be 0 (never) or a positive step count, not -1"),
+    ],
+)
+def test_numeric_flags_out_of_range_are_refused_by_name(flag, value, message, tmp_path):
+    with pytest.raises(ArgumentError, match=re.escape(message)):
+        parse_arguments(["--output_dir", str(tmp_path), f"{flag}={value}"])  # "=": argparse reads -1e-5 as a flag
+
+
+def test_every_range_checked_flag_exists():
+    """A misspelt name in the table would check nothing."""
+    from mtl_model.arguments import ARGUMENT_CLASSES, NUMERIC_RANGES
+
+    fields = {field.name for group in ARGUMENT_CLASSES for field in dataclasses.fields(group)}
+    assert set(NUMERIC_RANGES) <= fields
 
 
 @pytest.mark.skipif(torch.accelerator.is_available(), reason="pinned memory is for machines with an accelerator")

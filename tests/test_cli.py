@@ -12,8 +12,11 @@ import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, List, Value
 from helpers import MOODS, TOPICS, base_args, list_records, read_predictions, rows, write_jsonl
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file
+from transformers import PreTrainedConfig
 
+from mtl_model.trainer import MultiTaskTrainer
 from run_mtl_classification import cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +61,12 @@ def check_complete_run(output_dir: Path, tasks: dict[str, list[str]], n_test: in
             assert set(prediction[task]["labels"]) <= set(labels)
     card = (output_dir / "README.md").read_text()
     assert "model-index" in card and "| mood |" in card and "Seed: 42" in card
+    # The Hub's own parser reads the card's metadata, and finds every test metric of the run among its results.
+    loaded = ModelCard.load(output_dir / "README.md").data.eval_results
+    found = {(r.task_name.split(" ")[0], r.dataset_split, r.metric_type): r.metric_value for r in loaded}
+    for task in tasks:
+        for average in ("macro", "micro"):
+            assert found[(task, "test", f"{average}_f1")] == round(results[f"test_{task}_{average}_f1"], 4)
     for task, labels in tasks.items():  # the per-label report on the labelled test split, linked from the card
         with open(output_dir / "evaluation" / f"test_{task}.csv", newline="") as handle:
             rows = list(csv.DictReader(handle))
@@ -189,6 +198,33 @@ def test_thresholds_tuned_on_validation_are_saved_and_used(tiny_bert_dir, tmp_pa
             scores = prediction[task]["scores"]
             expected = [label for label, value in zip(labels, thresholds[task]) if scores[label] >= value]
             assert prediction[task]["labels"] == expected
+
+
+def test_validation_is_predicted_once_and_the_config_saved_once(tiny_bert_dir, tmp_path, monkeypatch):
+    """Tuning, evaluation and the report share one prediction of the validation split; the model and its tuned
+    config are written once."""
+    predicted, saved = [], []
+    predict, save_config = MultiTaskTrainer.predict, PreTrainedConfig.save_pretrained
+    monkeypatch.setattr(
+        MultiTaskTrainer,
+        "predict",
+        lambda self, dataset, *a, metric_key_prefix="test", **k: (
+            predicted.append(metric_key_prefix) or predict(self, dataset, *a, metric_key_prefix=metric_key_prefix, **k)
+        ),
+    )
+    monkeypatch.setattr(PreTrainedConfig, "save_pretrained", lambda self, directory, *a, **k: (
+        saved.append(Path(directory)) or save_config(self, directory, *a, **k)))  # fmt: skip
+    train = write_jsonl(tmp_path / "train.jsonl", list_records(16))
+    dev = write_jsonl(tmp_path / "dev.jsonl", list_records(8, offset=2))
+    out = tmp_path / "out"
+    args = base_args(tiny_bert_dir, out, "--train_file", str(train), "--validation_file", str(dev))
+    args += ["--task_columns", "mood,topic", "--do_train", "--do_eval", "--tune_thresholds"]
+    assert cli(args) == 0  # no test split: the report is on validation too
+    assert predicted == ["eval"]
+    assert saved == [out]
+    results = json.loads((out / "all_results.json").read_text())
+    assert {"eval_loss", "eval_macro_f1", "eval_samples_per_second", "epoch"} <= set(results)
+    assert (out / "evaluation" / "validation_mood.csv").is_file()
 
 
 def test_int8_inference_predicts_in_int8_and_saves_the_float_model(tiny_bert_dir, tmp_path):
@@ -511,3 +547,25 @@ def test_json_array_file_and_its_errors(tiny_bert_dir, tmp_path, capsys):
     train.write_text(json.dumps(records, indent=1)[:-2])
     assert cli(args) == 2
     assert "train.json, line" in capsys.readouterr().err
+
+
+def test_a_learnable_task_is_learned(tiny_bert_dir, tmp_path):
+    """Each label is given away by a word of the text (`helpers.ROWS`): a tiny model must learn both tasks, so a
+    recipe that trains nothing, or the wrong thing, fails here."""
+    files = {split: write_jsonl(tmp_path / f"{split}.jsonl", list_records(n, offset)) for split, n, offset in
+             [("train", 64, 0), ("validation", 16, 3), ("test", 16, 5)]}  # fmt: skip
+    out = tmp_path / "out"
+    args = base_args(
+        tiny_bert_dir, out, *(item for split, path in files.items() for item in (f"--{split}_file", str(path))),
+        "--task_columns", "mood,topic", "--do_train", "--do_predict", "--num_train_epochs", "10",
+        "--learning_rate", "5e-3", "--head_learning_rate", "3e-2",
+    )  # fmt: skip
+    assert cli(args) == 0
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["test_topic_macro_f1"] >= LEARNED_F1_FLOOR, results
+    assert results["test_mood_macro_f1"] >= LEARNED_F1_FLOOR, results
+
+
+# Measured on the learnable task above: macro-F1 1.00 on both tasks at seeds 42 and 1 after these 10 epochs; the same
+# run with both learning rates 0 (nothing learned) reaches 0.22-0.45.
+LEARNED_F1_FLOOR = 0.9

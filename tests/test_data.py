@@ -1,10 +1,15 @@
 import math
 
 import pytest
+from datasets import Dataset, DatasetDict
 from hypothesis import given
 from hypothesis import strategies as st
+from transformers import AutoTokenizer
 
-from mtl_model.data import parse_label_cell, parse_wide_cell
+from mtl_model.data import DataSpec, encode_splits, resolve_tasks
+from mtl_model.data.cells import parse_label_cell, parse_wide_cell
+from mtl_model.data.labels import TaskSource, check_label_kinds
+from mtl_model.errors import DataError
 
 label_names = st.text(
     alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters=',[]"'), min_size=1
@@ -85,3 +90,44 @@ def test_parse_wide_cell_rejects(cell):
 
 def test_parse_wide_cell_nan_is_missing():
     assert parse_wide_cell(math.nan) is None
+
+
+def test_label_ids_in_one_split_and_names_in_another_are_refused_naming_the_row():
+    raw = DatasetDict(
+        {
+            "train": Dataset.from_dict({"text": ["a", "b"], "mood": [["happy"], []]}),
+            "validation": Dataset.from_dict({"text": ["c", "d"], "mood": [[], [1]]}),
+        }
+    )
+    where = {"train": "train.jsonl", "validation": "validation.jsonl"}
+    with pytest.raises(
+        DataError, match=r"validation.jsonl, row 2, column 'mood': holds label ids where train.jsonl, row 1"
+    ):
+        check_label_kinds(raw, where, [TaskSource(name="mood", column="mood")], ",")
+    check_label_kinds(DatasetDict({"train": raw["train"]}), where, [TaskSource(name="mood", column="mood")], ",")
+
+
+def encoded_train(tiny_bert_dir, rows: dict, spec: DataSpec):
+    raw = DatasetDict({"train": Dataset.from_list(rows)})
+    where = {"train": "train.jsonl"}
+    tasks, sources = resolve_tasks(raw, where, spec)
+    return tasks, encode_splits(raw, where, spec, tasks, sources, AutoTokenizer.from_pretrained(tiny_bert_dir))[
+        "train"
+    ]
+
+
+def test_a_text_pair_reaches_the_tokenizer_as_the_second_segment(tiny_bert_dir):
+    rows = [{"text": "good day", "context": "bad movie", "mood": ["happy"]}]
+    _, with_pair = encoded_train(tiny_bert_dir, rows, DataSpec(text_pair_column="context", task_columns=["mood"]))
+    _, alone = encoded_train(tiny_bert_dir, rows, DataSpec(task_columns=["mood"]))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    assert with_pair[0]["input_ids"] == tokenizer("good day", "bad movie")["input_ids"] != alone[0]["input_ids"]
+    assert 1 in with_pair[0]["token_type_ids"] and 1 not in alone[0]["token_type_ids"]
+
+
+def test_integer_ids_are_encoded_as_the_labels_files_names(tiny_bert_dir):
+    rows = [{"text": "a", "mood": [0, 2]}, {"text": "b", "mood": []}, {"text": "c", "mood": None}]
+    spec = DataSpec(task_columns=["mood"], label_names={"mood": ["angry", "happy", "sad"]})
+    tasks, encoded = encoded_train(tiny_bert_dir, rows, spec)
+    assert tasks == {"mood": ["angry", "happy", "sad"]}
+    assert encoded["labels"] == [[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [-100.0, -100.0, -100.0]]

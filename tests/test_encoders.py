@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokeni
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from mtl_model import BertForMultiTaskMultiLabel, EncoderForMultiTaskMultiLabel
-from mtl_model.arguments import ArgumentError
+from mtl_model.errors import ArgumentError
 from mtl_model.loading import build_config, freeze_word_embeddings, load_config, load_model
 from run_mtl_classification import cli
 

@@ -72,6 +72,28 @@ FAILING = {
         ),
         "train.jsonl, row 2, column 'mood': unknown label 'angry'",
     ),
+    "label id among label names": (
+        jsonl(set_row(5, mood=[2])),
+        "train.jsonl, row 5, column 'mood': holds label ids where ",
+    ),
+    "label ids and names in one cell": (
+        raw_file("train.csv", b'text,mood\na,"[""happy"", 1]"\n', "--label_delimiter", ";"),
+        "train.csv, row 1, column 'mood': mixes label ids and label names",
+    ),
+    "unknown label among thousands": (
+        lambda tmp_path: (
+            write_jsonl(tmp_path / "train.jsonl", [{"text": "a", "mood": ["happy"]}, {"text": "b", "mood": ["sda"]}]),
+            [
+                "--task_columns",
+                "mood",
+                "--labels_file",
+                str(labels_file(tmp_path, [f"label{i}" for i in range(3000)] + ["happy", "sad"])),
+            ],
+        ),  # fmt: skip
+        "unknown label 'sda' for task 'mood'; its labels (from training or --labels_file): 3,002 labels, the first "
+        "10: ['label0', 'label1', 'label2', 'label3', 'label4', 'label5', 'label6', 'label7', 'label8', 'label9']; "
+        "closest to 'sda': ['sad']",
+    ),
     "duplicate CSV header": (raw_file("train.csv", b"text,mood,mood\na,happy,sad\n"), "duplicate column names"),
     "same task named twice": (
         lambda tmp_path: (write_jsonl(tmp_path / "train.jsonl", list_records(8)), ["--task_columns", "mood,mood"]),

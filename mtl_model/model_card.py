@@ -1,0 +1,160 @@
+"""The model card: a `huggingface_hub.ModelCard` rendered from the template shipped in this package, its metadata a
+`ModelCardData` whose `EvalResult`s (task, dataset, split, metric) make the Hub's `model-index`, so that the Hub shows
+every metric of the card."""
+
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
+# The evaluation splits of our metric names, as the Hub names dataset splits.
+SPLITS = {"eval": "validation", "test": "test"}
+AVERAGES = ("macro", "micro")
+CARD_HYPERPARAMETERS = (
+    "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
+    "warmup_steps", "weight_decay", "lr_scheduler_type", "max_grad_norm", "optim", "bf16", "fp16",
+    "metric_for_best_model", "train_sampling_strategy",
+)  # fmt: skip
+
+
+@dataclass
+class CardFacts:
+    """What the card says that the trainer does not know: where the encoder and the data came from, how the test
+    split was predicted, and which per-label report files this run wrote (relative to the output directory)."""
+
+    base_model: str | None
+    training_data: str
+    dataset_name: str | None = None
+    int8_test: bool = False
+    report_files: list[str] = field(default_factory=list)
+
+
+def eval_results(config, metrics: dict[str, float], dataset_name: str | None, training_data: str) -> list[EvalResult]:
+    """One `EvalResult` per task, split and average found in `metrics` (keys such as `test_emotion_macro_f1`). The
+    Hub requires a dataset for each: the Hub dataset when there is one, else the local training data by path."""
+    return [
+        EvalResult(
+            task_type="text-classification",
+            task_name=f"{task} (multi-label)",
+            dataset_type=dataset_name or "local",
+            dataset_name=dataset_name or training_data,
+            # The Hub groups results by task type, dataset, config and split, not by task name: each of our tasks
+            # (a label set of the same texts) is named as the dataset's config so that its results stay its own.
+            dataset_config=task,
+            dataset_split=hub_split,
+            metric_type=f"{average}_f1",
+            metric_name=f"{split} {average} F1",
+            metric_value=round(metrics[key], 4),
+        )
+        for task in config.tasks
+        for split, hub_split in SPLITS.items()
+        for average in AVERAGES
+        if (key := f"{split}_{task}_{average}_f1") in metrics
+    ]
+
+
+def card_data(config, metrics: dict[str, float], model_name: str, facts: CardFacts) -> ModelCardData:
+    return ModelCardData(
+        model_name=model_name,
+        library_name="transformers",
+        pipeline_tag="text-classification",
+        tags=["multi-label-classification", "multi-task", config.encoder.model_type],
+        base_model=facts.base_model,
+        datasets=[facts.dataset_name] if facts.dataset_name else None,
+        eval_results=eval_results(config, metrics, facts.dataset_name, facts.training_data) or None,
+    )
+
+
+def build_model_card(config, metrics: dict[str, float], training_args, facts: CardFacts) -> ModelCard:
+    repo_id = training_args.hub_model_id
+    model_name = (repo_id or Path(training_args.output_dir).name).split("/")[-1]
+    metrics_note = (
+        "\n\nThe test figures come from int8 inference (`--int8_inference`); the model stored here is float32."
+        if facts.int8_test and any(key.startswith("test_") for key in metrics)
+        else ""
+    )
+    hyperparameters = "\n".join(
+        f"- {name}: {getattr(training_args, name)}" for name in CARD_HYPERPARAMETERS if hasattr(training_args, name)
+    )
+    return ModelCard.from_template(
+        card_data(config, metrics, model_name, facts),
+        template_path=str(TEMPLATE),
+        model_name=model_name,
+        encoder_type=config.encoder.model_type,
+        base_model=facts.base_model or f"a local {config.encoder.model_type} checkpoint",
+        pooling=config.pooling,
+        tasks_table=tasks_table(config),
+        metrics_table=metrics_table(config, metrics) + metrics_note,
+        report_links=report_links(facts.report_files),
+        repo_id=repo_id or "path/to/this/model",
+        training_data=facts.training_data,
+        seed=training_args.seed,
+        loss=loss_description(config),
+        hyperparameters=hyperparameters,
+        versions=", ".join(f"{name} {version}" for name, version in library_versions().items()),
+    )
+
+
+def report_links(report_files: list[str]) -> str:
+    """Markdown links to the per-label report files this run wrote, one line per split and task."""
+    charts = [Path(path) for path in report_files if str(path).endswith(".png")]
+    if not charts:
+        return "No per-label report was written (no labelled test or validation data)."
+    lines = []
+    for chart in charts:
+        name = chart.with_suffix("").as_posix()
+        lines.append(f"- {chart.stem}: [table]({name}.md), [CSV]({name}.csv), [F1 chart]({name}.png)")
+    return "\n".join(lines)
+
+
+def library_versions() -> dict[str, str]:
+    import datasets
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "datasets": datasets.__version__,
+    }
+
+
+def tasks_table(config) -> str:
+    rows = ["| task | labels | thresholds | loss weight |", "| --- | --- | --- | --- |"]
+    for task, labels in config.tasks.items():
+        thresholds = ", ".join(f"{label}: {value:.2f}" for label, value in zip(labels, config.thresholds[task]))
+        rows.append(f"| {task} | {len(labels)} | {thresholds} | {config.task_weights[task]:g} |")
+    return "\n".join(rows)
+
+
+def metrics_table(config, metrics: dict[str, float]) -> str:
+    """Rows: overall and each task; columns: every split's macro and micro F1 found in `metrics`."""
+    splits = [split for split in SPLITS if f"{split}_macro_f1" in metrics]
+    if not splits:
+        return "No evaluation was run."
+    header = "| | " + " | ".join(f"{split} macro F1 | {split} micro F1" for split in splits) + " |"
+    rows = [header, "| --- |" + " --- | --- |" * len(splits)]
+    for name, prefix in [("all labels", ""), *((task, f"{task}_") for task in config.tasks)]:
+        cells = [
+            f"{metrics.get(f'{split}_{prefix}{average}_f1', float('nan')):.4f}"
+            for split in splits
+            for average in AVERAGES
+        ]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def loss_description(config) -> str:
+    """The model card's account of the training loss, from the config that stores it."""
+    entry_loss = {
+        "bce": "BCE",
+        "focal": f"focal loss (γ {config.focal_gamma:g})",
+        "asl": f"asymmetric loss (γ+ {config.asl_gamma_positive:g}, γ− {config.asl_gamma_negative:g}, "
+        f"clip {config.asl_clip:g})",
+    }[config.loss_type]
+    weights = ", ".join(f"{task} {weight:g}" for task, weight in config.task_weights.items())
+    positives = "; positives weighted per label (`pos_weight` in the config)" if config.pos_weight else ""
+    return f"sum over tasks of weighted per-label {entry_loss} (task weights: {weights}){positives}"
