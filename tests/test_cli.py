@@ -14,6 +14,7 @@ from datasets import ClassLabel, Dataset, Features, List, Value
 from helpers import MOODS, TOPICS, base_args, list_records, read_predictions, rows, write_jsonl
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
+from sklearn.metrics import f1_score
 from transformers import PreTrainedConfig
 
 from mtl_model.trainer import MultiTaskTrainer
@@ -44,17 +45,24 @@ def wide_records(n=16, offset=0):
 WIDE_HEADER = ["text", *(f"mood/{m}" for m in MOODS), *(f"topic/{t}" for t in TOPICS)]
 
 
-def check_complete_run(output_dir: Path, tasks: dict[str, list[str]], n_test: int, texts: list[str]):
+def check_complete_run(output_dir: Path, tasks: dict[str, list[str]], test_records: list[dict]):
     results = json.loads((output_dir / "all_results.json").read_text())
     for task in tasks:
         for key in (f"eval_{task}_macro_f1", f"eval_{task}_micro_f1", f"test_{task}_macro_f1"):
             assert 0.0 <= results[key] <= 1.0, key
+    # Each task's test F1 is what scikit-learn finds from the written predictions and the test file's labels.
+    predictions = read_predictions(output_dir)
+    for task, labels in tasks.items():
+        truth = [[int(label in record[task]) for label in labels] for record in test_records]
+        guess = [[int(label in row[task]["labels"]) for label in labels] for row in predictions]
+        for average in ("macro", "micro"):
+            expected = f1_score(truth, guess, average=average, zero_division=0)
+            assert results[f"test_{task}_{average}_f1"] == pytest.approx(expected, abs=1e-6), (task, average)
     assert "train_samples_per_second" in results and "test_samples_per_second" in results
     assert results["predict_samples_per_second"] == results["test_samples_per_second"]
     config = json.loads((output_dir / "config.json").read_text())
     assert config["tasks"] == tasks and config["problem_type"] == "multi_label_classification"
-    predictions = read_predictions(output_dir)
-    assert [p["text"] for p in predictions] == texts[:n_test]
+    assert [p["text"] for p in predictions] == [record["text"] for record in test_records]
     for prediction in predictions:
         for task, labels in tasks.items():
             assert set(prediction[task]["scores"]) == set(labels)
@@ -87,9 +95,7 @@ def test_jsonl_with_label_lists(tiny_bert_dir, tmp_path):
     args = base_args(tiny_bert_dir, out, "--train_file", str(train), "--validation_file", str(dev))
     args += ["--test_file", str(test), "--task_columns", "mood,topic", "--do_train", "--do_eval", "--do_predict"]
     assert cli(args) == 0
-    check_complete_run(
-        out, {"mood": sorted(MOODS), "topic": sorted(TOPICS)}, 5, [r["text"] for r in list_records(5, offset=1)]
-    )
+    check_complete_run(out, {"mood": sorted(MOODS), "topic": sorted(TOPICS)}, list_records(5, offset=1))
 
 
 def test_csv_with_delimited_strings_and_carved_validation(tiny_bert_dir, tmp_path):

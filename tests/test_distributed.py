@@ -47,8 +47,9 @@ def run(processes: int, checkpoint, tmp_path: Path, output_dir: Path) -> subproc
 
 
 @pytest.fixture(scope="module", params=["bert", "roberta"])
-def runs(request, tiny_bert_dir, tiny_encoder_dirs, tmp_path_factory) -> dict[int, Path]:
-    """1- and 2-process runs of one encoder: BERT, and RoBERTa for an architecture of another family."""
+def runs(request, tiny_bert_dir, tiny_encoder_dirs, tmp_path_factory) -> dict:
+    """1- and 2-process runs of one encoder (BERT, and RoBERTa for another family) by process count, and the
+    checkpoint they started from under "checkpoint"."""
     checkpoint = tiny_bert_dir if request.param == "bert" else tiny_encoder_dirs[request.param]
     tmp_path = tmp_path_factory.mktemp(f"ddp-{request.param}")
     outputs = {}
@@ -56,13 +57,17 @@ def runs(request, tiny_bert_dir, tiny_encoder_dirs, tmp_path_factory) -> dict[in
         outputs[processes] = tmp_path / f"out-{processes}"
         completed = run(processes, checkpoint, tmp_path, outputs[processes])
         assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
+    outputs["checkpoint"] = checkpoint
     return outputs
 
 
 def test_two_processes_train_the_weights_of_one(runs):
     one, two = (load_file(runs[n] / "model.safetensors") for n in (1, 2))
-    initial_head = torch.zeros_like(one["heads.0.weight"])
-    assert not torch.allclose(one["heads.0.weight"], initial_head)
+    # Training moved the encoder: its first attention query differs from the checkpoint's (under its own prefix).
+    checkpoint = load_file(runs["checkpoint"] / "model.safetensors")
+    (query,) = [name for name in one if name.endswith("layer.0.attention.self.query.weight")]
+    (initial,) = [tensor for name, tensor in checkpoint.items() if name.endswith(query.split(".", 1)[1])]
+    assert not torch.allclose(one[query], initial)
     for name, tensor in one.items():
         torch.testing.assert_close(two[name], tensor, atol=1e-5, rtol=1e-4, msg=name)
     state = json.loads((runs[2] / "trainer_state.json").read_text())
