@@ -1,12 +1,14 @@
 """Helpers shared by test modules: small multi-task data files, the CLI's common flags, a batch of random token
 ids, and the fresh-interpreter remote-code reload."""
 
+import csv
 import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import torch
 
 MOODS, TOPICS = ["happy", "sad", "angry"], ["movie", "day"]
@@ -33,6 +35,39 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 def list_records(n=16, offset=0):
     return [{"text": text, "mood": mood, "topic": topic} for text, mood, topic in rows(n, offset)]
+
+
+def write_csv(path: Path, header: list[str], records: list[list], delimiter: str = ",") -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter=delimiter)
+        writer.writerow(header)
+        writer.writerows(records)
+    return path
+
+
+def wide_records(n=16, offset=0):
+    return [
+        [text, *(int(m in mood) for m in MOODS), *(int(t in topic) for t in TOPICS)]
+        for text, mood, topic in rows(n, offset)
+    ]
+
+
+WIDE_HEADER = ["text", *(f"mood/{m}" for m in MOODS), *(f"topic/{t}" for t in TOPICS)]
+
+
+# A random multi-task case for the metric tests: three tasks, each unannotated on its own rows.
+METRIC_TASKS = {"a": ["x", "y", "z"], "b": ["p", "q"], "c": ["u", "v", "w", "t"]}
+METRIC_SLICES = {"a": slice(0, 3), "b": slice(3, 5), "c": slice(5, 9)}
+
+
+def random_case(seed: int, rows: int = 60):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(rows, 9))
+    labels = (rng.random((rows, 9)) < 0.3).astype(np.float32)
+    for task_slice in METRIC_SLICES.values():  # each task unannotated on a different random quarter of the rows
+        labels[rng.random(rows) < 0.25, task_slice] = -100
+    thresholds = {task: rng.uniform(0.3, 0.7, size=len(names)).tolist() for task, names in METRIC_TASKS.items()}
+    return logits, labels, thresholds
 
 
 def base_args(tiny_bert_dir, output_dir, *extra):

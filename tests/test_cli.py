@@ -11,7 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, List, Value
-from helpers import MOODS, TOPICS, base_args, list_records, read_predictions, rows, write_jsonl
+from helpers import (
+    MOODS,
+    TOPICS,
+    WIDE_HEADER,
+    base_args,
+    list_records,
+    read_predictions,
+    rows,
+    wide_records,
+    write_csv,
+    write_jsonl,
+)
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from sklearn.metrics import f1_score
@@ -23,26 +34,8 @@ from run_mtl_classification import cli
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_csv(path: Path, header: list[str], records: list[list], delimiter: str = ",") -> Path:
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, delimiter=delimiter)
-        writer.writerow(header)
-        writer.writerows(records)
-    return path
-
-
 def delimited_records(n=16, offset=0):
     return [[text, ",".join(mood) if mood else "[]", ",".join(topic)] for text, mood, topic in rows(n, offset)]
-
-
-def wide_records(n=16, offset=0):
-    return [
-        [text, *(int(m in mood) for m in MOODS), *(int(t in topic) for t in TOPICS)]
-        for text, mood, topic in rows(n, offset)
-    ]
-
-
-WIDE_HEADER = ["text", *(f"mood/{m}" for m in MOODS), *(f"topic/{t}" for t in TOPICS)]
 
 
 def check_complete_run(output_dir: Path, tasks: dict[str, list[str]], test_records: list[dict]):

@@ -6,7 +6,7 @@ import json
 import logging
 
 import pytest
-from test_cli import WIDE_HEADER, base_args, list_records, wide_records, write_csv, write_jsonl
+from helpers import WIDE_HEADER, base_args, list_records, wide_records, write_csv, write_jsonl
 
 from run_mtl_classification import cli
 

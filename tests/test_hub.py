@@ -8,9 +8,8 @@ from types import SimpleNamespace
 
 import huggingface_hub
 import pytest
-from helpers import assert_fresh_interpreter_reproduces_logits
+from helpers import assert_fresh_interpreter_reproduces_logits, base_args, list_records, write_jsonl
 from huggingface_hub.utils import filter_repo_objects
-from test_cli import base_args, list_records, write_jsonl
 
 from mtl_model import BertForMultiTaskMultiLabel
 from run_mtl_classification import cli

@@ -1,21 +1,11 @@
 import numpy as np
 import pytest
+from helpers import METRIC_SLICES as SLICES
+from helpers import METRIC_TASKS as TASKS
+from helpers import random_case
 from sklearn.metrics import f1_score, precision_score, recall_score
 
 from mtl_model.metrics import metric_names, multitask_metrics
-
-TASKS = {"a": ["x", "y", "z"], "b": ["p", "q"], "c": ["u", "v", "w", "t"]}
-SLICES = {"a": slice(0, 3), "b": slice(3, 5), "c": slice(5, 9)}
-
-
-def random_case(seed: int, rows: int = 60):
-    rng = np.random.default_rng(seed)
-    logits = rng.normal(size=(rows, 9))
-    labels = (rng.random((rows, 9)) < 0.3).astype(np.float32)
-    for task_slice in SLICES.values():  # each task unannotated on a different random quarter of the rows
-        labels[rng.random(rows) < 0.25, task_slice] = -100
-    thresholds = {task: rng.uniform(0.3, 0.7, size=len(names)).tolist() for task, names in TASKS.items()}
-    return logits, labels, thresholds
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -4,10 +4,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from conftest import TINY_BERT
+from helpers import METRIC_SLICES as SLICES
+from helpers import METRIC_TASKS as TASKS
+from helpers import random_case
 from huggingface_hub import ModelCard
 from PIL import Image
 from sklearn.metrics import f1_score
-from test_metrics import SLICES, TASKS, random_case
 
 from mtl_model import BertMultiTaskConfig
 from mtl_model.model_card import CardFacts, build_model_card
