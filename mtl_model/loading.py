@@ -122,6 +122,12 @@ def build_config(
     base = load_config(model_name_or_path, cache_dir)
     encoder = base.encoder if isinstance(base, MultiTaskConfig) else base
     set_attention_dropout(encoder, attention_dropout)
+    if isinstance(base, MultiTaskConfig) and base.tasks == tasks and list(base.tasks) != list(tasks):
+        # Dict equality ignores order; reusing this config would pair each head with another task's labels.
+        raise ArgumentError(
+            f"--model_name_or_path {model_name_or_path} holds the tasks {list(base.tasks)} in this order; give "
+            f"them in that order (--task_columns / --wide_tasks), not as {list(tasks)}"
+        )
     if isinstance(base, MultiTaskConfig) and base.tasks == tasks:
         base.pooling = pooling
         base.task_weights = {**base.task_weights, **(task_weights or {})}
@@ -152,16 +158,12 @@ def load_model(
     """Encoder weights from the checkpoint, fresh heads (or the trained ones of a model of ours with these tasks).
 
     The checkpoint's encoder weights are renamed to where our model keeps its encoder (a `RobertaForMaskedLM`'s
-    `roberta.*` become `encoder.*`); a checkpoint of ours trained on other tasks has its heads set aside. Every
-    encoder weight must be found and used: see `check_encoder_loaded`.
+    `roberta.*` become `encoder.*`). Every encoder weight must be found and used: see `check_encoder_loaded`.
     """
     model_class = MODEL_CLASSES[type(config)]
     saved = load_config(model_name_or_path, cache_dir)
     key_mapping = {}
-    if isinstance(saved, MultiTaskConfig):
-        if saved.tasks != config.tasks:
-            key_mapping[rf"^{HEADS_PREFIX}"] = "discarded_heads."
-    else:
+    if not isinstance(saved, MultiTaskConfig):  # a model of ours already names its encoder as we do
         checkpoint_prefix = MODEL_MAPPING[type(config.encoder)].base_model_prefix
         if checkpoint_prefix != model_class.base_model_prefix:
             key_mapping[rf"^{checkpoint_prefix}\."] = f"{model_class.base_model_prefix}."

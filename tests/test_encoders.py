@@ -257,3 +257,10 @@ def test_a_model_saved_before_encoders_became_a_sub_config_loads_unchanged(tiny_
     batch = random_batch()
     with torch.no_grad():
         assert torch.equal(reloaded(**batch).logits, model(**batch).logits)
+
+
+def test_a_model_of_ours_given_its_tasks_in_another_order_is_refused(tiny_bert_dir, tmp_path):
+    tiny_model(tiny_bert_dir).save_pretrained(tmp_path)
+    reordered = {"topic": TASKS["topic"], "mood": TASKS["mood"]}
+    with pytest.raises(ArgumentError, match=r"holds the tasks \['mood', 'topic'\] in this order"):
+        build_config(str(tmp_path), reordered, "mean")
