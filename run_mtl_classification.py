@@ -20,7 +20,6 @@ from transformers import AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCa
 
 from mtl_model.arguments import hub_model_id, parse_arguments, resolve_early_stopping
 from mtl_model.data import (
-    DataSpec,
     capped_pos_weight,
     carve_validation,
     encode_splits,
@@ -66,17 +65,8 @@ def main(argv: list[str]) -> None:
     )
     raw = keep_needed_splits(raw, training_args, data_args.tune_thresholds)
     raw = select_first(raw, sample_limits(data_args))
-    spec = DataSpec(
-        text_column=data_args.text_column_name,
-        text_pair_column=data_args.text_pair_column_name,
-        task_columns=data_args.split_list(data_args.task_columns),
-        wide_tasks=data_args.split_list(data_args.wide_tasks),
-        label_delimiter=data_args.label_delimiter,
-        label_names=data_args.given_label_names(),
-        max_seq_length=data_args.max_seq_length,
-    )
     tasks, sources = resolve_tasks(
-        raw, where, spec, trained_tasks(model_args.model_name_or_path, model_args.cache_dir)
+        raw, where, data_args, trained_tasks(model_args.model_name_or_path, model_args.cache_dir)
     )
     check_metric_for_best_model(training_args, metric_names(tasks))
     task_weights = model_args.parsed_task_weights(tasks)
@@ -84,9 +74,7 @@ def main(argv: list[str]) -> None:
         model_args.tokenizer_name or model_args.model_name_or_path, cache_dir=model_args.cache_dir
     )
     with training_args.main_process_first(desc="dataset map pre-processing"):
-        encoded = encode_splits(
-            raw, where, spec, tasks, sources, tokenizer, data_args.overwrite_cache, data_args.preprocessing_num_workers
-        )
+        encoded = encode_splits(raw, where, data_args, tasks, sources, tokenizer)
     encoded = carve_validation(encoded, data_args.validation_split_percentage, training_args.seed)
     encoded = select_first(encoded, sample_limits(data_args))
 
@@ -160,7 +148,7 @@ def main(argv: list[str]) -> None:
         if trainer.is_world_process_zero():
             test = raw["test"].select(range(len(encoded["test"])))
             path = Path(training_args.output_dir) / "predictions.jsonl"
-            texts = [test[column] for column in spec.text_columns]
+            texts = [test[column] for column in data_args.text_columns]
             write_predictions(
                 path, texts, output.predictions, model.config, data_args.prediction_scores, data_args.prediction_top_k
             )

@@ -47,8 +47,9 @@ def preprocess(train_file: str, cache_dir: str) -> dict:
     """The CLI's data steps, timed one by one."""
     from transformers import AutoTokenizer
 
-    from mtl_model.arguments import bundled_encoder_path
-    from mtl_model.data import DataSpec, encode_splits, load_raw_splits, longest_first, resolve_tasks
+    from mtl_model.arguments import DataTrainingArguments, bundled_encoder_path
+    from mtl_model.data import encode_splits, load_raw_splits, resolve_tasks, token_lengths
+    from mtl_model.modeling_mtl import longest_first
 
     seconds, peak_rss_mib = {}, {"imports": peak_rss()}
     clock = time.perf_counter()
@@ -61,13 +62,13 @@ def preprocess(train_file: str, cache_dir: str) -> dict:
 
     raw, where = load_raw_splits({"train": train_file}, cache_dir=cache_dir)
     lap("check_and_load")
-    spec = DataSpec(task_columns=list(TASKS), max_seq_length=128)
+    spec = DataTrainingArguments(task_columns=",".join(TASKS), max_seq_length=128)
     tasks, sources = resolve_tasks(raw, where, spec)
     lap("label_sets")
     tokenizer = AutoTokenizer.from_pretrained(bundled_encoder_path())
     encoded = encode_splits(raw, where, spec, tasks, sources, tokenizer)
     lap("validate_encode_tokenize")
-    longest_first(encoded["train"])
+    longest_first(token_lengths(encoded["train"]))
     lap("length_order")
     return {
         "rows": len(encoded["train"]),

@@ -5,6 +5,7 @@ be tested on their own.
 """
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from .configuration_mtl import LOSS_CHOICES, POOLING_CHOICES
+from .configuration_mtl import LOSS_CHOICES, POOLING_CHOICES, POS_WEIGHT_LOSSES
 from .errors import ArgumentError
 
 logger = logging.getLogger(__name__)
@@ -106,8 +107,8 @@ class ModelArguments:
 
     def __post_init__(self):
         self.model_name_or_path = self.model_name_or_path or bundled_encoder_path() or "bert-base-uncased"
-        if self.loss_type == "asl" and self.pos_weight_cap:
-            raise ArgumentError("--pos_weight_cap applies to the bce and focal losses, not to --loss_type asl")
+        if self.pos_weight_cap and self.loss_type not in POS_WEIGHT_LOSSES:
+            raise ArgumentError(f"--pos_weight_cap applies to --loss_type {' and '.join(POS_WEIGHT_LOSSES)} only")
 
     def loss_options(self) -> dict:
         """The loss fields of the model config."""
@@ -183,10 +184,21 @@ class DataTrainingArguments:
         if self.text_pair_column_name and self.text_pair_column_name == self.text_column_name:
             raise ArgumentError("--text_pair_column_name must differ from --text_column_name")
 
-    def split_list(self, value: str | None) -> list[str]:
-        return [piece.strip() for piece in (value or "").split(",") if piece.strip()]
+    @property
+    def text_columns(self) -> list[str]:
+        return [self.text_column_name] + ([self.text_pair_column_name] if self.text_pair_column_name else [])
 
+    @property
+    def task_column_names(self) -> list[str]:
+        return split_list(self.task_columns)
+
+    @property
+    def wide_task_names(self) -> list[str]:
+        return split_list(self.wide_tasks)
+
+    @functools.cached_property
     def given_label_names(self) -> dict[str, list[str]]:
+        """--labels_file's {task: [labels]}, read once; {} without one."""
         if not self.labels_file:
             return {}
         try:
@@ -196,6 +208,11 @@ class DataTrainingArguments:
         if not isinstance(names, dict) or not all(isinstance(v, list) for v in names.values()):
             raise ArgumentError(f"--labels_file {self.labels_file}: expected a JSON object {{task: [labels]}}")
         return {task: [str(label) for label in labels] for task, labels in names.items()}
+
+
+def split_list(value: str | None) -> list[str]:
+    """'a, b,' → ['a', 'b']: the comma-separated flags."""
+    return [piece.strip() for piece in (value or "").split(",") if piece.strip()]
 
 
 @dataclass
@@ -301,35 +318,42 @@ NUMERIC_RANGES = {
 }
 
 
-def check_numeric_ranges(*arguments) -> None:
-    """Each flag of `NUMERIC_RANGES` that the argument dataclasses hold, within its range; else name the flag."""
-    for group in arguments:
-        for name, (allowed, description) in NUMERIC_RANGES.items():
-            value = getattr(group, name, None)
-            if value is not None and not isinstance(value, bool) and not allowed(value):
-                raise ArgumentError(f"--{name} must be {description}, not {value}")
+def check_numeric_ranges(arguments) -> None:
+    """Each flag of `NUMERIC_RANGES` that an argument dataclass holds, within its range; else name the flag."""
+    for name, (allowed, description) in NUMERIC_RANGES.items():
+        value = getattr(arguments, name, None)
+        if value is not None and not isinstance(value, bool) and not allowed(value):
+            raise ArgumentError(f"--{name} must be {description}, not {value}")
 
 
 def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments, set[str]]:
     """Flags, or a JSON/YAML file optionally followed by flags that override it, → the three argument dataclasses
     and the set of keys the user gave."""
     parser = HfArgumentParser(ARGUMENT_CLASSES)
-    if argv and argv[0].endswith(CONFIG_FILE_SUFFIXES):
-        argv = config_file_to_argv(argv[0], parser) + argv[1:]
     given = {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
+    if argv and argv[0].endswith(CONFIG_FILE_SUFFIXES):
+        file_values = read_config_file(argv[0])
+        # HfArgumentParser's own parse_json_file / parse_yaml_file build the dataclasses from the file alone: no
+        # flags on top, and no conversion (YAML reads `2e-5` as a string). So, as trl's TrlParser does, the file's
+        # values become the parser's defaults: flags after the file override them, and argparse converts a string
+        # default with its field's type exactly as it converts the same value given as a flag.
+        parser.set_defaults(**file_values)
+        given |= set(file_values)
+        argv = argv[1:]
     try:
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     except ArgumentError:
         raise
     except ValueError as error:  # e.g. TrainingArguments' own consistency checks
         raise ArgumentError(str(error)) from None
-    check_numeric_ranges(model_args, data_args, training_args)
+    for arguments in (model_args, data_args, training_args):
+        check_choices(arguments)
+        check_numeric_ranges(arguments)
     return model_args, data_args, training_args, given
 
 
-def config_file_to_argv(path: str, parser: HfArgumentParser) -> list[str]:
-    """Turn a JSON/YAML config into flags, so argparse converts every value to its field's type (YAML reads
-    `2e-5` as a string) and reports bad values the same way as on the command line."""
+def read_config_file(path: str) -> dict:
+    """The JSON or YAML mapping of a config file, every key an argument of ours; else an error naming the file."""
     try:
         text = Path(path).read_text(encoding="utf-8")
         values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
@@ -337,22 +361,21 @@ def config_file_to_argv(path: str, parser: HfArgumentParser) -> list[str]:
         raise ArgumentError(f"{path}: cannot read the config file: {error}") from None
     if not isinstance(values, dict):
         raise ArgumentError(f"{path}: expected a mapping of argument names to values")
-    known = {action.dest for action in parser._actions}
+    known = {argument.name for group in ARGUMENT_CLASSES for argument in dataclasses.fields(group) if argument.init}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ArgumentError(f"{path}: unknown keys {unknown}; see `run_mtl_classification.py --help`")
-    argv = []
-    for key, value in values.items():
-        if value is None:
-            continue
-        argv.append(f"--{key}")
-        if isinstance(value, list):
-            argv.extend(str(item) for item in value)
-        elif isinstance(value, dict):
-            argv.append(json.dumps(value))
-        else:
-            argv.append(str(value).lower() if isinstance(value, bool) else str(value))
-    return argv
+    return values
+
+
+def check_choices(arguments) -> None:
+    """Each field with `choices` holds one of them. argparse checks the choices of flags only, not of the defaults
+    that a config file sets."""
+    for argument in dataclasses.fields(arguments):
+        choices = argument.metadata.get("choices")
+        value = getattr(arguments, argument.name)
+        if choices and value is not None and value not in choices:
+            raise ArgumentError(f"--{argument.name} must be one of {list(choices)}, not {value!r}")
 
 
 def resolve_early_stopping(

@@ -9,6 +9,7 @@ from transformers.configuration_utils import SubConfigSpec
 
 POOLING_CHOICES = ("mean", "cls", "pooler")
 LOSS_CHOICES = ("bce", "focal", "asl")
+POS_WEIGHT_LOSSES = ("bce", "focal")  # ASL weighs positives by its own exponents instead
 TASK_LABEL_SEPARATOR = "/"
 # The label value of an entry whose task is not annotated for that example: left out of the loss and metrics.
 IGNORE_INDEX = -100
@@ -89,10 +90,8 @@ class MultiTaskConfig(PreTrainedConfig):
             raise ValueError(f"pooling must be one of {POOLING_CHOICES}, got {self.pooling!r}")
         if self.loss_type not in LOSS_CHOICES:
             raise ValueError(f"loss_type must be one of {LOSS_CHOICES}, got {self.loss_type!r}")
-        if self.pos_weight is not None and self.loss_type == "asl":
-            raise ValueError(
-                "pos_weight applies to the bce and focal losses; ASL weighs positives by its own exponents"
-            )
+        if self.pos_weight is not None and self.loss_type not in POS_WEIGHT_LOSSES:
+            raise ValueError(f"pos_weight applies to the {' and '.join(POS_WEIGHT_LOSSES)} losses only")
         if self.pos_weight is not None:
             self.pos_weight = _complete_per_label(self.tasks, self.pos_weight, 1.0, "pos_weight")
         self.task_weights = {task: float((self.task_weights or {}).get(task, 1.0)) for task in self.tasks}

@@ -279,7 +279,9 @@ def checkpoint_to_resume(training_args) -> str | None:
 
 def newest_complete_checkpoint(output_dir: str) -> str | None:
     """The newest checkpoint-N in output_dir that its run finished writing. The Trainer writes trainer_state.json
-    last, so a checkpoint without a readable one was cut short (a kill while saving) and is skipped."""
+    last, so a checkpoint without a readable one was cut short (a kill while saving) and is skipped. Not
+    `transformers.trainer_utils.get_last_checkpoint`: it returns the newest checkpoint only, complete or not, and a
+    cut-short newest one must fall back to the one before it; `sort_checkpoints` gives the library's order."""
     for checkpoint in reversed(sort_checkpoints(output_dir)):
         if read_json(os.path.join(checkpoint, TRAINER_STATE_NAME)) is not None:
             return checkpoint

@@ -9,6 +9,7 @@ import inspect
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -236,23 +237,32 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
         return quantized
 
     @torch.inference_mode()
-    def predict(self, texts: list[str], tokenizer, batch_size: int = 64, max_length: int = 512):
-        """Texts → per text, each task's predicted labels, using the thresholds stored in the config.
+    def logits(self, texts: list[str], tokenizer, batch_size: int = 64, max_length: int = 512) -> torch.Tensor:
+        """Texts → logits [texts, total_labels] on the CPU, in the order of `texts`.
 
-        Texts run longest first, so each batch holds texts of similar length and little padding; the results come
-        back in the order of `texts`.
+        Texts run longest first, so each batch holds texts of similar length and little padding.
         """
         self.eval()
         encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
-        order = sorted(range(len(texts)), key=lambda row: -len(encoded["input_ids"][row]))
-        predictions = [None] * len(texts)
+        order = longest_first([len(ids) for ids in encoded["input_ids"]])
+        logits = torch.empty(len(texts), len(self.config.label_names))
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             features = [{key: values[row] for key, values in encoded.items()} for row in rows]
             batch = tokenizer.pad(features, return_tensors="pt").to(self.device)
-            for row, prediction in zip(rows, self.decode(self(**batch).logits)):
-                predictions[row] = prediction
-        return predictions
+            logits[torch.from_numpy(rows)] = self(**batch).logits.float().cpu()
+        return logits
+
+    def predict(self, texts: list[str], tokenizer, batch_size: int = 64, max_length: int = 512):
+        """Texts → per text, each task's predicted labels, using the thresholds stored in the config (`logits`'
+        length-sorted batches; results in the order of `texts`)."""
+        return self.decode(self.logits(texts, tokenizer, batch_size, max_length))
+
+
+def longest_first(lengths) -> np.ndarray:
+    """Row indices by decreasing length, ties in input order: shape [rows]. Batches taken in this order hold rows of
+    similar length, so little padding; the model's own batching and the Trainer's evaluation both use it."""
+    return np.argsort(-np.asarray(lengths), kind="stable")
 
 
 class BertForMultiTaskMultiLabel(EncoderForMultiTaskMultiLabel):
@@ -267,5 +277,6 @@ __all__ = [
     "BertForMultiTaskMultiLabel",
     "EncoderForMultiTaskMultiLabel",
     "MultiTaskMultiLabelOutput",
+    "longest_first",
     "multitask_loss",
 ]

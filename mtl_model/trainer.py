@@ -18,10 +18,11 @@ from transformers.trainer_pt_utils import LengthGroupedSampler, nested_gather
 from transformers.trainer_utils import PredictionOutput
 
 from .configuration_mtl import IGNORE_INDEX
-from .data import longest_first, token_lengths
+from .data import token_lengths
 from .errors import ArgumentError
 from .metrics import tune_thresholds
 from .model_card import CardFacts, build_model_card
+from .modeling_mtl import longest_first
 
 
 def check_int8_inference(model_args, training_args) -> None:
@@ -130,14 +131,14 @@ class MultiTaskTrainer(Trainer):
         metrics do not depend on the order."""
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if hasattr(dataset, "column_names"):
-            dataset = dataset.select(longest_first(dataset))
+            dataset = dataset.select(longest_first(token_lengths(dataset)))
         return super().evaluate(dataset, ignore_keys, metric_key_prefix)
 
     def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test"):
         """Prediction over the rows sorted longest first, returned in the dataset's order."""
         if not hasattr(test_dataset, "column_names"):
             return super().predict(test_dataset, ignore_keys, metric_key_prefix)
-        order = longest_first(test_dataset)
+        order = longest_first(token_lengths(test_dataset))
         output = super().predict(test_dataset.select(order), ignore_keys, metric_key_prefix)
         in_input_order = np.argsort(order)
         return output._replace(

@@ -18,8 +18,38 @@ def test_json_config_values_get_their_field_types_and_later_flags_override(tmp_p
     model_args, data_args, training_args, given = parse_arguments([str(config), "--num_train_epochs", "5"])
     assert training_args.learning_rate == 3e-5 and isinstance(training_args.learning_rate, float)
     assert training_args.do_train is True and training_args.num_train_epochs == 5
-    assert data_args.split_list(data_args.task_columns) == ["a", "b"]
+    assert data_args.task_column_names == ["a", "b"]
     assert {"learning_rate", "do_train", "num_train_epochs"} <= given
+
+
+def test_yaml_config_values_are_converted_as_flags_are_and_later_flags_override(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("learning_rate: 1e-4\nhead_learning_rate: 3e-3\nmax_seq_length: 64\ntune_thresholds: true\n"
+                      "lr_scheduler_kwargs: {power: 2.0}\nloss_type: asl\n")  # fmt: skip
+    model_args, data_args, training_args, given = parse_arguments(
+        [str(config), "--output_dir", str(tmp_path), "--max_seq_length", "32"]
+    )
+    assert training_args.learning_rate == 1e-4 and model_args.head_learning_rate == 3e-3  # YAML: both strings
+    assert data_args.max_seq_length == 32 and data_args.tune_thresholds is True and model_args.loss_type == "asl"
+    assert training_args.lr_scheduler_kwargs == {"power": 2.0}
+    assert {"learning_rate", "max_seq_length", "output_dir", "loss_type"} <= given
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("learning_rat: 1e-4", "run.yaml: unknown keys ['learning_rat']"),
+        ("pooling: maximum", "--pooling must be one of ['mean', 'cls', 'pooler'], not 'maximum'"),
+        ("prediction_scores: some", "--prediction_scores must be one of ['all', 'top_k', 'none'], not 'some'"),
+        ("max_seq_length: 0", "--max_seq_length must be at least 1, not 0"),
+        ("- learning_rate", "run.yaml: expected a mapping of argument names to values"),
+    ],
+)
+def test_bad_config_file_values_are_refused_by_file_or_flag(line, message, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(line + "\n")
+    with pytest.raises(ArgumentError, match=re.escape(message)):
+        parse_arguments([str(config), "--output_dir", str(tmp_path)])
 
 
 def test_early_stopping_defaults_to_epoch_evaluation_and_overall_macro_f1(tmp_path):

@@ -6,7 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from mtl_model.data import DataSpec, encode_splits, resolve_tasks
+from mtl_model.arguments import DataTrainingArguments
+from mtl_model.data import encode_splits, resolve_tasks
 from mtl_model.data.cells import parse_label_cell, parse_wide_cell
 from mtl_model.data.labels import TaskSource, check_label_kinds
 from mtl_model.errors import DataError
@@ -107,7 +108,7 @@ def test_label_ids_in_one_split_and_names_in_another_are_refused_naming_the_row(
     check_label_kinds(DatasetDict({"train": raw["train"]}), where, [TaskSource(name="mood", column="mood")], ",")
 
 
-def encoded_train(tiny_bert_dir, rows: dict, spec: DataSpec):
+def encoded_train(tiny_bert_dir, rows: dict, spec: DataTrainingArguments):
     raw = DatasetDict({"train": Dataset.from_list(rows)})
     where = {"train": "train.jsonl"}
     tasks, sources = resolve_tasks(raw, where, spec)
@@ -118,16 +119,19 @@ def encoded_train(tiny_bert_dir, rows: dict, spec: DataSpec):
 
 def test_a_text_pair_reaches_the_tokenizer_as_the_second_segment(tiny_bert_dir):
     rows = [{"text": "good day", "context": "bad movie", "mood": ["happy"]}]
-    _, with_pair = encoded_train(tiny_bert_dir, rows, DataSpec(text_pair_column="context", task_columns=["mood"]))
-    _, alone = encoded_train(tiny_bert_dir, rows, DataSpec(task_columns=["mood"]))
+    _, with_pair = encoded_train(
+        tiny_bert_dir, rows, DataTrainingArguments(text_pair_column_name="context", task_columns="mood")
+    )
+    _, alone = encoded_train(tiny_bert_dir, rows, DataTrainingArguments(task_columns="mood"))
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
     assert with_pair[0]["input_ids"] == tokenizer("good day", "bad movie")["input_ids"] != alone[0]["input_ids"]
     assert 1 in with_pair[0]["token_type_ids"] and 1 not in alone[0]["token_type_ids"]
 
 
-def test_integer_ids_are_encoded_as_the_labels_files_names(tiny_bert_dir):
+def test_integer_ids_are_encoded_as_the_labels_files_names(tiny_bert_dir, tmp_path):
     rows = [{"text": "a", "mood": [0, 2]}, {"text": "b", "mood": []}, {"text": "c", "mood": None}]
-    spec = DataSpec(task_columns=["mood"], label_names={"mood": ["angry", "happy", "sad"]})
+    (tmp_path / "labels.json").write_text('{"mood": ["angry", "happy", "sad"]}')
+    spec = DataTrainingArguments(task_columns="mood", labels_file=str(tmp_path / "labels.json"))
     tasks, encoded = encoded_train(tiny_bert_dir, rows, spec)
     assert tasks == {"mood": ["angry", "happy", "sad"]}
     assert encoded["labels"] == [[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [-100.0, -100.0, -100.0]]

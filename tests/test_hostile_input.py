@@ -1,30 +1,43 @@
 """Hostile input, one case a row: each either fails before training with a message naming the file and the row,
-line, column or label, and exit status 2, or is handled and counted in the log. (More cases, each with its own
-test: test_cli.py's bad-input tests, test_resume.py's incompatible checkpoints, test_data.py's parser properties.)"""
+line, column or label, or is handled and counted in the log. The failing cases run the CLI's data steps directly
+(files → label sets → encoded rows); a few of them also run the whole CLI, for exit status 2, no traceback and
+nothing written (test_cli.py runs one in a real subprocess). Elsewhere: test_cli.py's wrong and conflicting flags,
+test_arguments.py's config-file and range checks, test_resume.py's incompatible checkpoints, test_data.py's parser
+properties."""
 
 import json
 import logging
 
 import pytest
 from helpers import WIDE_HEADER, base_args, list_records, wide_records, write_csv, write_jsonl
+from transformers import AutoTokenizer
 
+from mtl_model.arguments import parse_arguments
+from mtl_model.data import encode_splits, load_raw_splits, resolve_tasks
+from mtl_model.errors import ArgumentError, DataError
 from run_mtl_classification import cli
 
 
-def jsonl(change):
+def jsonl(change, split: str = "train"):
+    """Good training data, one split of it (train, or a validation file beside it) changed by `change(records)`."""
+
     def build(tmp_path):
-        records = list_records(8)
+        records = list_records(8 if split == "train" else 4)
         change(records)
-        return write_jsonl(tmp_path / "train.jsonl", records), ["--task_columns", "mood,topic"]
+        changed = write_jsonl(tmp_path / f"{split}.jsonl", records)
+        other = (
+            [] if split == "train" else ["--train_file", str(write_jsonl(tmp_path / "train.jsonl", list_records(8)))]
+        )
+        return [f"--{split}_file", str(changed), *other, "--task_columns", "mood,topic"]
 
     return build
 
 
-def wide_csv(value):
+def wide_csv(column: int, value):
     def build(tmp_path):
         records = wide_records(8)
-        records[3][1] = value  # row 4, column mood/happy
-        return write_csv(tmp_path / "train.csv", WIDE_HEADER, records), ["--wide_tasks", "mood"]
+        records[3][column] = value  # row 4; column 1 is mood/happy
+        return ["--train_file", str(write_csv(tmp_path / "train.csv", WIDE_HEADER, records)), "--wide_tasks", "mood"]
 
     return build
 
@@ -32,9 +45,13 @@ def wide_csv(value):
 def raw_file(name: str, content: bytes, *flags: str):
     def build(tmp_path):
         (tmp_path / name).write_bytes(content)
-        return tmp_path / name, ["--task_columns", "mood", *flags]
+        return ["--train_file", str(tmp_path / name), "--task_columns", "mood", *flags]
 
     return build
+
+
+def with_flags(*flags: str):
+    return lambda tmp_path: jsonl(lambda records: None)(tmp_path) + list(flags)
 
 
 def set_row(row: int, **values):
@@ -43,10 +60,59 @@ def set_row(row: int, **values):
 
 FAILING = {
     "NaN in a wide label column": (
-        wide_csv("NaN"),
+        wide_csv(1, "NaN"),
         "train.csv, row 4, column 'mood/happy': expected 0 or 1, found 'NaN'",
     ),
-    "2 in a wide label column": (wide_csv("2"), "train.csv, row 4, column 'mood/happy': expected 0 or 1, found '2'"),
+    "2 in a wide label column": (
+        wide_csv(1, "2"),
+        "train.csv, row 4, column 'mood/happy': expected 0 or 1, found '2'",
+    ),
+    "partly annotated wide row": (
+        wide_csv(2, ""),
+        "train.csv, row 4: task 'mood' is partly annotated; empty/NaN in columns ['mood/sad']",
+    ),
+    "missing text column": (with_flags("--text_column_name", "body"), "train.jsonl: text column 'body' not found"),
+    "missing task column": (
+        lambda tmp_path: jsonl(lambda records: None)(tmp_path) + ["--task_columns", "mood,colour"],
+        "train.jsonl: task column 'colour' not found",
+    ),
+    "empty validation split": (
+        lambda tmp_path: (
+            jsonl(lambda records: None)(tmp_path)
+            + ["--validation_file", str(write_csv(tmp_path / "dev.csv", ["text", "mood"], []))]
+        ),
+        "dev.csv",
+    ),
+    "null text": (jsonl(set_row(3, text=None)), "train.jsonl, row 3, column 'text': the text is null"),
+    "list as a text": (jsonl(set_row(3, text=["a list"])), "mixes value kinds: string (line 1) and list (line 3)"),
+    "numbers as texts": (
+        raw_file("train.jsonl", b'{"text": 1, "mood": ["happy"]}\n{"text": 2, "mood": ["sad"]}\n'),
+        "train.jsonl, row 1, column 'text': the text is a int (1), expected a string",
+    ),
+    "unknown validation label": (
+        jsonl(set_row(2, mood=["happy", "furious"]), split="validation"),
+        "validation.jsonl, row 2, column 'mood': unknown label 'furious'",
+    ),
+    "malformed JSON line": (
+        raw_file("train.jsonl", b'{"text": "a", "mood": ["happy"]}\n{"text": "b", "mood": ["sa\n'),
+        "train.jsonl, line 2: malformed JSON",
+    ),
+    "label list and delimited string in one column": (
+        jsonl(set_row(7, mood="happy,sad")),
+        "column 'mood': mixes value kinds: list (line 1) and string (line 7)",
+    ),
+    "CSV row with a field too many": (
+        raw_file("train.csv", b"text,mood\na,happy\nb,sad,extra\n"),
+        "train.csv, line 3: expected 2 fields (','-separated), found 3",
+    ),
+    "file not in UTF-8": (
+        raw_file("train.csv", "text,mood\ncaf\xe9 ok,happy\n".encode("latin-1")),
+        "train.csv, line 2: not valid UTF-8",
+    ),  # fmt: skip
+    "empty label between delimiters": (
+        raw_file("train.csv", b'text,mood\na,happy\nb,"sad,,angry"\n'),
+        "train.csv, row 2, column 'mood'",
+    ),
     "unclosed quote in CSV": (
         raw_file("train.csv", b'text,mood\n"unclosed quote,happy\nb,sad\n'),
         "train.csv, line 3: expected 2 fields",
@@ -59,16 +125,17 @@ FAILING = {
     "null inside a label list": (jsonl(set_row(3, mood=[None])), "train.jsonl, row 3, column 'mood'"),
     "object as a label cell": (jsonl(set_row(3, mood={"happy": 1})), "column 'mood': mixes value kinds"),
     "label id out of the labels file's range": (
-        lambda tmp_path: (
-            write_jsonl(tmp_path / "train.jsonl", [{"text": "a", "mood": [0, 7]}, {"text": "b", "mood": [1]}]),
-            ["--task_columns", "mood", "--labels_file", str(labels_file(tmp_path, ["happy", "sad"]))],
-        ),
+        lambda tmp_path: [
+            "--train_file",
+            str(write_jsonl(tmp_path / "train.jsonl", [{"text": "a", "mood": [0, 7]}, {"text": "b", "mood": [1]}])),
+            *("--task_columns", "mood", "--labels_file", str(labels_file(tmp_path, ["happy", "sad"]))),
+        ],
         "train.jsonl, row 1, column 'mood': unknown label '7'",
     ),
     "label missing from the labels file": (
         lambda tmp_path: (
-            write_jsonl(tmp_path / "train.jsonl", list_records(8)),
-            ["--task_columns", "mood", "--labels_file", str(labels_file(tmp_path, ["happy", "sad"]))],
+            jsonl(lambda records: None)(tmp_path)
+            + ["--task_columns", "mood", "--labels_file", str(labels_file(tmp_path, ["happy", "sad"]))]
         ),
         "train.jsonl, row 2, column 'mood': unknown label 'angry'",
     ),
@@ -81,22 +148,23 @@ FAILING = {
         "train.csv, row 1, column 'mood': mixes label ids and label names",
     ),
     "unknown label among thousands": (
-        lambda tmp_path: (
-            write_jsonl(tmp_path / "train.jsonl", [{"text": "a", "mood": ["happy"]}, {"text": "b", "mood": ["sda"]}]),
-            [
-                "--task_columns",
-                "mood",
-                "--labels_file",
-                str(labels_file(tmp_path, [f"label{i}" for i in range(3000)] + ["happy", "sad"])),
-            ],
-        ),  # fmt: skip
+        lambda tmp_path: [
+            "--train_file",
+            str(
+                write_jsonl(
+                    tmp_path / "train.jsonl", [{"text": "a", "mood": ["happy"]}, {"text": "b", "mood": ["sda"]}]
+                )
+            ),
+            *("--task_columns", "mood", "--labels_file"),
+            str(labels_file(tmp_path, [f"label{i}" for i in range(3000)] + ["happy", "sad"])),
+        ],
         "unknown label 'sda' for task 'mood'; its labels (from training or --labels_file): 3,002 labels, the first "
         "10: ['label0', 'label1', 'label2', 'label3', 'label4', 'label5', 'label6', 'label7', 'label8', 'label9']; "
         "closest to 'sda': ['sad']",
     ),
     "duplicate CSV header": (raw_file("train.csv", b"text,mood,mood\na,happy,sad\n"), "duplicate column names"),
     "same task named twice": (
-        lambda tmp_path: (write_jsonl(tmp_path / "train.jsonl", list_records(8)), ["--task_columns", "mood,mood"]),
+        lambda tmp_path: jsonl(lambda records: None)(tmp_path) + ["--task_columns", "mood,mood"],
         "Tasks named twice: ['mood']",
     ),
 }
@@ -108,11 +176,27 @@ def labels_file(tmp_path, moods):
     return path
 
 
+def prepare_data(flags: list[str], tokenizer_dir, tmp_path) -> None:
+    """The CLI's data steps, up to the encoded splits the Trainer would get."""
+    _, data_args, _, _ = parse_arguments([*flags, "--output_dir", str(tmp_path / "out")])
+    files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
+    raw, where = load_raw_splits(files, cache_dir=str(tmp_path / "cache"))
+    tasks, sources = resolve_tasks(raw, where, data_args)
+    encode_splits(raw, where, data_args, tasks, sources, AutoTokenizer.from_pretrained(tokenizer_dir))
+
+
 @pytest.mark.parametrize("case", list(FAILING))
-def test_fails_early_naming_where(case, capsys, tiny_bert_dir, tmp_path):
+def test_fails_early_naming_where(case, tiny_bert_dir, tmp_path):
     build, expected = FAILING[case]
-    train, flags = build(tmp_path)
-    code = cli(base_args(tiny_bert_dir, tmp_path / "out", "--train_file", str(train), "--do_train", *flags))
+    with pytest.raises((DataError, ArgumentError)) as raised:
+        prepare_data(build(tmp_path), tiny_bert_dir, tmp_path)
+    assert expected in str(raised.value)
+
+
+@pytest.mark.parametrize("case", ["NaN in a wide label column", "unknown validation label", "file not in UTF-8"])
+def test_the_cli_exits_2_before_training_and_writes_nothing(case, capsys, tiny_bert_dir, tmp_path):
+    build, expected = FAILING[case]
+    code = cli(base_args(tiny_bert_dir, tmp_path / "out", "--do_train", *build(tmp_path)))
     error = capsys.readouterr().err
     assert code == 2, error
     assert expected in error and "Traceback" not in error
@@ -146,10 +230,9 @@ HANDLED = {
 @pytest.mark.parametrize("case", list(HANDLED))
 def test_handled_and_counted_in_the_log(case, tiny_bert_dir, tmp_path, caplog):
     build, logged = HANDLED[case]
-    train, flags = build(tmp_path)
-    args = base_args(tiny_bert_dir, tmp_path / "out", "--train_file", str(train), "--do_train", "--max_steps", "1")
+    args = base_args(tiny_bert_dir, tmp_path / "out", "--do_train", "--max_steps", "1", *build(tmp_path))
     with caplog.at_level(logging.INFO, logger="mtl_model"):
-        assert cli([*args, *flags]) == 0
+        assert cli(args) == 0
     assert logged in caplog.text
 
 

@@ -123,7 +123,7 @@ def test_config_rejects_bad_tasks(tasks, message):
     "options, message",
     [
         ({"loss_type": "hinge"}, "loss_type must be one of"),
-        ({"loss_type": "asl", "pos_weight": {"a": [2.0]}}, "pos_weight applies to the bce and focal losses"),
+        ({"loss_type": "asl", "pos_weight": {"a": [2.0]}}, "pos_weight applies to the bce and focal losses only"),
         ({"pos_weight": {"a": [2.0, 3.0]}}, "1 labels but 2 pos_weight"),
     ],
 )

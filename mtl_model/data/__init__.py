@@ -17,7 +17,7 @@ Bad input raises `DataError` naming the file, row, column or label before any tr
 from .files import load_raw_splits
 from .labels import TaskSource
 from .pipeline import DataSpec, carve_validation, encode_splits, resolve_tasks, select_first
-from .statistics import capped_pos_weight, longest_first, token_lengths
+from .statistics import capped_pos_weight, token_lengths
 
 __all__ = [
     "DataSpec",
@@ -26,7 +26,6 @@ __all__ = [
     "carve_validation",
     "encode_splits",
     "load_raw_splits",
-    "longest_first",
     "resolve_tasks",
     "select_first",
     "token_lengths",

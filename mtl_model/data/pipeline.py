@@ -3,7 +3,7 @@ tokenized, a validation split carved when none is given."""
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from typing import Protocol
 
 from datasets import DatasetDict
 
@@ -27,21 +27,26 @@ def check_texts(batch: dict, rows: list[int], text_columns: list[str], where: st
                 counts[f"{column}: empty texts"] += 1
 
 
-@dataclass
-class DataSpec:
-    """What the data flags say: which columns hold the text and the tasks, and how labels are written."""
+class DataSpec(Protocol):
+    """What the data steps read of the data flags: which columns hold the text and the tasks, and how labels are
+    written. `DataTrainingArguments` is one, so the flags reach these steps without a second copy."""
 
-    text_column: str = "text"
-    text_pair_column: str | None = None
-    task_columns: list[str] | None = None
-    wide_tasks: list[str] | None = None
-    label_delimiter: str = ","
-    label_names: dict[str, list[str]] = field(default_factory=dict)  # task → labels, when given by the user
-    max_seq_length: int = 128
+    label_delimiter: str
+    max_seq_length: int
+    overwrite_cache: bool
+    preprocessing_num_workers: int | None
 
     @property
-    def text_columns(self) -> list[str]:
-        return [self.text_column] + ([self.text_pair_column] if self.text_pair_column else [])
+    def text_columns(self) -> list[str]: ...
+
+    @property
+    def task_column_names(self) -> list[str]: ...
+
+    @property
+    def wide_task_names(self) -> list[str]: ...
+
+    @property
+    def given_label_names(self) -> dict[str, list[str]]: ...  # task → labels, when the user gave them
 
 
 def select_first(raw: DatasetDict, max_samples: dict[str, int | None]) -> DatasetDict:
@@ -61,18 +66,18 @@ def resolve_tasks(
 ) -> tuple[dict[str, list[str]], list[TaskSource]]:
     """Tasks and their label sets: from the training split, or from an already trained model when there is none."""
     if "train" in raw:
-        sources = task_sources(raw["train"].column_names, spec.task_columns, spec.wide_tasks, where["train"])
+        sources = task_sources(raw["train"].column_names, spec.task_column_names, spec.wide_task_names, where["train"])
         check_label_kinds(raw, where, sources, spec.label_delimiter)
-        tasks = collect_label_sets(raw["train"], sources, where["train"], spec.label_delimiter, spec.label_names)
+        tasks = collect_label_sets(raw["train"], sources, where["train"], spec.label_delimiter, spec.given_label_names)
         return tasks, sources
     if trained_tasks is None:
         raise DataError("Without training data, --model_name_or_path must be a model trained with this recipe")
-    named = set(spec.task_columns or []) | set(spec.wide_tasks or [])
+    named = set(spec.task_column_names) | set(spec.wide_task_names)
     unknown = sorted(named - set(trained_tasks))
     if unknown:
         raise DataError(f"Tasks {unknown} are not tasks of the model; it has {list(trained_tasks)}")
     # Evaluation or prediction only: every task of the model, read from its column(s) where the data has them.
-    wide = set(spec.wide_tasks or [])
+    wide = set(spec.wide_task_names)
     sources = [
         TaskSource(name=task, wide_columns={label: f"{task}{TASK_LABEL_SEPARATOR}{label}" for label in labels})
         if task in wide
@@ -90,8 +95,6 @@ def encode_splits(
     tasks: dict[str, list[str]],
     sources: list[TaskSource],
     tokenizer,
-    overwrite_cache: bool = False,
-    num_proc: int | None = None,
 ) -> DatasetDict:
     """Validate every row, encode labels and tokenize; raw columns are dropped (the caller keeps `raw` for output)."""
     encoder = LabelEncoder(
@@ -108,14 +111,20 @@ def encode_splits(
             _warn_missing_task_columns(dataset, sources, where[split])
         encoded[split] = dataset.map(
             _encode_batch,
+            # Only what the encoding reads, so that other flags leave the cached result valid.
             fn_kwargs=dict(
-                spec=spec, encoder=encoder, tokenizer=tokenizer, where=where[split], with_labels=has_labels
+                text_columns=spec.text_columns,
+                max_seq_length=spec.max_seq_length,
+                encoder=encoder,
+                tokenizer=tokenizer,
+                where=where[split],
+                with_labels=has_labels,
             ),
             batched=True,
             with_indices=True,
             remove_columns=dataset.column_names,
-            load_from_cache_file=not overwrite_cache,
-            num_proc=num_proc,
+            load_from_cache_file=not spec.overwrite_cache,
+            num_proc=spec.preprocessing_num_workers,
             desc=f"Validating and tokenizing {split}",
         )
     encoded = DatasetDict(encoded)
@@ -131,21 +140,30 @@ def id_label_names(raw: DatasetDict, sources: list[TaskSource], spec: DataSpec) 
         if not source.column:
             continue
         features = (feature_label_names(dataset, source.column) for dataset in raw.values())
-        names = next(filter(None, features), None) or spec.label_names.get(source.name)
+        names = next(filter(None, features), None) or spec.given_label_names.get(source.name)
         if names:
             id_names[source.name] = names
     return id_names
 
 
-def _encode_batch(batch: dict, indices: list[int], spec, encoder, tokenizer, where: str, with_labels: bool) -> dict:
+def _encode_batch(
+    batch: dict,
+    indices: list[int],
+    text_columns: list[str],
+    max_seq_length: int,
+    encoder: LabelEncoder,
+    tokenizer,
+    where: str,
+    with_labels: bool,
+) -> dict:
     counts = Counter()
-    check_texts(batch, indices, spec.text_columns, where, counts)
-    texts = [batch[column] for column in spec.text_columns]
-    features = dict(tokenizer(*texts, truncation=True, max_length=spec.max_seq_length))
+    check_texts(batch, indices, text_columns, where, counts)
+    texts = [batch[column] for column in text_columns]
+    features = dict(tokenizer(*texts, truncation=True, max_length=max_seq_length))
     features[LENGTH_COLUMN] = [len(ids) for ids in features["input_ids"]]
-    at_limit = sum(length >= spec.max_seq_length for length in features[LENGTH_COLUMN])
+    at_limit = sum(length >= max_seq_length for length in features[LENGTH_COLUMN])
     if at_limit:
-        counts[f"texts at --max_seq_length {spec.max_seq_length} tokens (longer ones are truncated)"] += at_limit
+        counts[f"texts at --max_seq_length {max_seq_length} tokens (longer ones are truncated)"] += at_limit
     if with_labels:
         features["labels"] = encoder.encode(batch, indices, where, counts)
     for what, count in counts.items():

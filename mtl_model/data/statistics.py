@@ -50,8 +50,3 @@ def token_lengths(dataset: datasets.Dataset) -> np.ndarray:
     if LENGTH_COLUMN in dataset.column_names:
         return dataset.with_format("numpy")[LENGTH_COLUMN][:]
     return np.array([len(ids) for ids in dataset["input_ids"]])
-
-
-def longest_first(dataset: datasets.Dataset) -> np.ndarray:
-    """Row order by decreasing token count (stable), for batches with little padding: shape [rows]."""
-    return np.argsort(-token_lengths(dataset), kind="stable")
