@@ -26,29 +26,20 @@ trained), as it did in the runs recorded in BENCHMARKS.md before those two defau
 """
 
 import argparse
-import datetime
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+import harness
+from harness import CONFIG, DATA, ENCODER_AS_IT_COMES, RESULTS, TASKS, f1_scores, read_json, run_cli, write_results
 
-from settings import ENCODER_AS_IT_COMES, cpu_model  # noqa: E402
-
-TASKS = ["emotion", "ekman", "sentiment"]
-DATA = REPO / "data" / "goemotions"
-CONFIG = REPO / "examples" / "goemotions" / "config.yaml"
 # Shared by both recipes; batch size, maximum length, warm-up and seed are those of the config file.
 BATCH_SIZE, MAX_LENGTH, WARMUP, SEED = 32, 128, 0.1, 42
 
 
 def run_directory(name: str, epochs: float, learning_rate: float, seed: int = SEED) -> Path:
-    seed_suffix = "" if seed == SEED else f"-seed{seed}"  # runs at the usual seed keep their directories
-    return REPO / "bench" / "runs" / f"goemotions-e{epochs:g}-lr{learning_rate:g}{seed_suffix}" / name
+    """bench/runs/goemotions-e<epochs>-lr<rate>/<name>[-seed<seed>] (no suffix at the usual seed)."""
+    return harness.run_directory(f"goemotions-e{epochs:g}-lr{learning_rate:g}", name, None if seed == SEED else seed)
 
 
 def run_ours(
@@ -56,27 +47,11 @@ def run_ours(
 ) -> tuple[dict, float]:
     """Per task, test F1 with the tuned thresholds (`test_*`) and at 0.5; and the training time. A killed run
     resumes from its last epoch's checkpoint (the CLI does that by itself)."""
-    if not (output_dir / "all_results.json").exists():
-        command = [
-            sys.executable, str(REPO / "run_mtl_classification.py"), str(CONFIG),
-            "--num_train_epochs", str(epochs), "--learning_rate", str(learning_rate), "--seed", str(seed), *options,
-            "--output_dir", str(output_dir), "--save_total_limit", "1",
-        ]  # fmt: skip
-        subprocess.run(command, check=True, cwd=REPO)
-    results = json.loads((output_dir / "all_results.json").read_text())
-    return test_scores(results), results["train_runtime"]
-
-
-def test_scores(results: dict) -> dict:
-    """Per task, test macro and micro F1 with the tuned thresholds (`test_*`) and at 0.5, from all_results.json."""
-    return {
-        task: {
-            f"test_{average}_f1{suffix}": results[f"test_{task}_{average}_f1{suffix}"]
-            for suffix in ("", "_at_0.5")
-            for average in ("macro", "micro")
-        }
-        for task in TASKS
-    }
+    results = run_cli(
+        output_dir, CONFIG, "--num_train_epochs", epochs, "--learning_rate", learning_rate, "--seed", seed,
+        *options, "--save_total_limit", "1",
+    )  # fmt: skip
+    return f1_scores(results, suffixes=("", "_at_0.5")), results["train_runtime"]
 
 
 def run_stock(task: str, output_dir: Path, epochs: float, learning_rate: float, seed: int) -> tuple[dict, float]:
@@ -132,9 +107,7 @@ def run_unless_finished(name: str, epochs: float, learning_rate: float, ours: li
         scores, runtime = run_ours(results_file.parent, epochs, learning_rate, seed, ours)
     else:
         scores, runtime = run_stock(name.removeprefix("stock-"), results_file.parent, epochs, learning_rate, seed)
-    results_file.write_text(
-        json.dumps({"scores": scores, "train_runtime_s": runtime, "wall_time_s": time.time() - started})
-    )
+    write_results(results_file, {"scores": scores, "train_runtime_s": runtime, "wall_time_s": time.time() - started})
 
 
 def report(
@@ -143,7 +116,7 @@ def report(
     """The finished runs in the layout of bench/results/goemotions.json, and the names of the pending ones."""
     ours = ours_name(loss_type, task_weights, speed_defaults)
     files = {name: run_directory(name, epochs, learning_rate, seed) / "results.json" for name in [ours, *STOCK_RUNS]}
-    done = {name: json.loads(path.read_text()) for name, path in files.items() if path.exists()}
+    done = {name: read_json(path) for name, path in files.items() if path.exists()}
     stock = {}
     for name, run in done.items():
         stock.update(run["scores"] if name != ours else {})
@@ -162,8 +135,6 @@ def report(
         "batch_size": BATCH_SIZE,
         "max_length": MAX_LENGTH,
         "seed": seed,
-        "date": datetime.date.today().isoformat(),
-        "cpu": cpu_model(),
     }
 
 
@@ -182,17 +153,17 @@ def main() -> None:
         "word embeddings) instead of trained as the stock runs train theirs."
     )  # fmt: skip
     parser.add_argument("--only", choices=["ours", *STOCK_RUNS])
-    parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "goemotions.json")
+    parser.add_argument("--output", type=Path, default=RESULTS / "goemotions.json")
     args = parser.parse_args()
     ours = ours_name(args.loss_type, args.task_weights, args.speed_defaults)
     options = ours_options(args.loss_type, args.task_weights, args.speed_defaults)
     runs = [ours, *STOCK_RUNS]
     for name in [ours if args.only == "ours" else args.only] if args.only else runs:
         run_unless_finished(name, args.epochs, args.learning_rate, options, args.seed)
-        summary = report(
-            args.epochs, args.learning_rate, args.seed, args.loss_type, args.task_weights, args.speed_defaults
+        summary = write_results(
+            args.output,
+            report(args.epochs, args.learning_rate, args.seed, args.loss_type, args.task_weights, args.speed_defaults),
         )
-        args.output.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
 
 

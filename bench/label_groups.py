@@ -1,54 +1,38 @@
 #!/usr/bin/env python
 """Label structure after training: mix each Ekman and sentiment probability with its emotions' probabilities.
 
-GoEmotions' Ekman and sentiment labels are groups of the 28 emotions (`examples/goemotions/build_dataset.py`), so
-the emotion head also scores them: a group's probability is the largest of its emotions' (`max`) or the chance that
-any of them holds if they were independent (`noisy_or`). Each variant mixes that with the task's own head,
-p = (1 - alpha) · p_head + alpha · p_group, tunes the thresholds on the validation split as the CLI does, and
-reports validation and test macro-F1 (and test micro-F1). The choice would have to be made on validation.
+GoEmotions' Ekman and sentiment labels are groups of the 28 emotions (the data's hierarchy.json, written by
+`examples/goemotions/build_dataset.py`), so the emotion head also scores them: a group's probability is the largest
+of its emotions' (`max`) or the chance that any of them holds if they were independent (`noisy_or`). Each variant
+mixes that with the task's own head, p = (1 - alpha) · p_head + alpha · p_group, tunes the thresholds on the
+validation split as the CLI does, and reports validation and test macro-F1 (and test micro-F1). The choice would
+have to be made on validation.
 
     python bench/goemotions.py --only ours --loss_type asl   # trains the model first, if not there yet
     python bench/label_groups.py                             # writes bench/results/label_groups.json
 """
 
 import argparse
-import datetime
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
-import torch
+from goemotions import run_directory
+from harness import DATA, REPO, RESULTS, read_json, write_results
 from transformers import AutoTokenizer
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-sys.path.insert(0, str(REPO / "examples" / "goemotions"))
+from mtl_model import BertForMultiTaskMultiLabel
+from mtl_model.metrics import multitask_metrics, sigmoid, tune_thresholds
 
-from build_dataset import EKMAN, NEUTRAL, SENTIMENT  # noqa: E402
-from goemotions import DATA, run_directory  # noqa: E402
-from settings import cpu_model  # noqa: E402
-
-from mtl_model import BertForMultiTaskMultiLabel  # noqa: E402
-from mtl_model.metrics import multitask_metrics, sigmoid, tune_thresholds  # noqa: E402
-
-GROUPINGS = {"ekman": EKMAN, "sentiment": SENTIMENT}
+GROUPED_TASKS = ("ekman", "sentiment")
 ALPHAS = (0.25, 0.5, 0.75, 1.0)
 
 
-@torch.inference_mode()
 def logits_and_labels(model, tokenizer, split: str) -> tuple[np.ndarray, np.ndarray]:
     """One split's logits and multi-hot labels, both [rows, total_labels] in the config's order."""
     rows = [json.loads(line) for line in (DATA / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
-    encoded = tokenizer([row["text"] for row in rows], truncation=True, max_length=128)
-    order = sorted(range(len(rows)), key=lambda row: -len(encoded["input_ids"][row]))
-    logits = np.zeros((len(rows), len(model.config.label_names)), dtype=np.float32)
-    for start in range(0, len(order), 64):
-        batch_rows = order[start : start + 64]
-        batch = tokenizer.pad([{key: values[row] for key, values in encoded.items()} for row in batch_rows])
-        logits[batch_rows] = model(**batch.convert_to_tensors("pt")).logits.numpy()
+    logits = model.logits([row["text"] for row in rows], tokenizer, max_length=128).numpy()
     labels = np.zeros_like(logits)
     names = model.config.label_names
     for index, row in enumerate(rows):
@@ -57,14 +41,23 @@ def logits_and_labels(model, tokenizer, split: str) -> tuple[np.ndarray, np.ndar
     return logits, labels
 
 
-def mixed_logits(logits: np.ndarray, config, alpha: float, group_score: str) -> np.ndarray:
+def emotions_under(hierarchy: dict[str, list[str]], node: str) -> list[str]:
+    """The emotions below a "task/label" node of the hierarchy, by name."""
+    if node.startswith("emotion/"):
+        return [node.removeprefix("emotion/")]
+    return [emotion for child in hierarchy[node] for emotion in emotions_under(hierarchy, child)]
+
+
+def mixed_logits(logits: np.ndarray, config, hierarchy: dict, alpha: float, group_score: str) -> np.ndarray:
     """Each grouped task's probabilities mixed with its groups' emotion scores, back as logits [rows, labels]."""
     probabilities = sigmoid(logits)
     emotions = probabilities[:, config.task_slices["emotion"]]  # [rows, 28]
     mixed = logits.astype(np.float64)
-    for task, grouping in GROUPINGS.items():
-        members = {**grouping, NEUTRAL: [NEUTRAL]}
-        columns = [[config.tasks["emotion"].index(name) for name in members[label]] for label in config.tasks[task]]
+    for task in GROUPED_TASKS:
+        columns = [
+            [config.tasks["emotion"].index(name) for name in emotions_under(hierarchy, f"{task}/{label}")]
+            for label in config.tasks[task]
+        ]
         if group_score == "max":
             groups = np.stack([emotions[:, group].max(1) for group in columns], 1)
         else:
@@ -93,24 +86,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", type=Path, default=run_directory("ours-asl", 3, 1e-4))
     args = parser.parse_args()
-    model = BertForMultiTaskMultiLabel.from_pretrained(args.model_dir).eval()
+    model = BertForMultiTaskMultiLabel.from_pretrained(args.model_dir)
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    hierarchy = read_json(DATA / "hierarchy.json")
     validation, test = (logits_and_labels(model, tokenizer, split) for split in ("validation", "test"))
     variants = {"heads alone": scores(model.config, validation, test)}
     for group_score in ("max", "noisy_or"):
         for alpha in ALPHAS:
             mixed = [
-                (mixed_logits(logits, model.config, alpha, group_score), labels)
+                (mixed_logits(logits, model.config, hierarchy, alpha, group_score), labels)
                 for logits, labels in (validation, test)
             ]
             variants[f"{group_score}, alpha {alpha:g}"] = scores(model.config, *mixed)
-    report = {
-        "variants": variants,
-        "model_dir": os.path.relpath(args.model_dir, REPO),
-        "date": datetime.date.today().isoformat(),
-        "cpu": cpu_model(),
-    }
-    (REPO / "bench" / "results" / "label_groups.json").write_text(json.dumps(report, indent=2) + "\n")
+    report = {"variants": variants, "model_dir": os.path.relpath(args.model_dir, REPO)}
+    write_results(RESULTS / "label_groups.json", report)
     for name, by_task in variants.items():
         print(name, {task: tuple(figures.values()) for task, figures in by_task.items() if task != "emotion"})
 

@@ -8,7 +8,6 @@ which reports the wall time of each stage and its peak RSS. The Arrow cache goes
 """
 
 import argparse
-import datetime
 import json
 import random
 import resource
@@ -18,11 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-
-from settings import cpu_model  # noqa: E402
+from harness import REPO, RESULTS, write_results
 
 TASKS = {"emotion": 28, "ekman": 7, "sentiment": 4}
 WORDS = (
@@ -99,14 +94,8 @@ def main() -> None:
         file_mib = train_file.stat().st_size / 2**20
         command = [sys.executable, __file__, "--measure", str(train_file), str(Path(directory) / "cache")]
         output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPO).stdout
-    report = {
-        **json.loads(output.rsplit("RESULT ", 1)[1]),
-        "file_mib": round(file_mib),
-        "date": datetime.date.today().isoformat(),
-        "cpu": cpu_model(),
-    }
-    (REPO / "bench" / "results" / f"preprocess_{args.rows}.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    report = {**json.loads(output.rsplit("RESULT ", 1)[1]), "file_mib": round(file_mib)}
+    print(json.dumps(write_results(RESULTS / f"preprocess_{args.rows}.json", report), indent=2))
 
 
 if __name__ == "__main__":

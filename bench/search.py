@@ -17,7 +17,6 @@ figures are reported beside them and are never used to choose.
 """
 
 import argparse
-import datetime
 import json
 import os
 import statistics
@@ -26,10 +25,21 @@ import sys
 import time
 from pathlib import Path
 
-from goemotions import CONFIG, REPO, TASKS, run_directory, run_unless_finished
-from settings import ENCODER_AS_IT_COMES, cpu_model, gpu_model
+from goemotions import run_directory
+from harness import (
+    CONFIG,
+    ENCODER_AS_IT_COMES,
+    REPO,
+    RESULTS,
+    RUNS,
+    TASKS,
+    cli_command,
+    f1_scores,
+    read_json,
+    write_results,
+)
 
-SEARCH_DIR = REPO / "bench" / "runs" / "search"
+SEARCH_DIR = RUNS / "search"
 # Our runs: name -> CLI options on top of the example config (3 epochs at 1e-4 is the CPU benchmark's setting).
 ASL = ["--loss_type", "asl"]
 OURS = {
@@ -50,10 +60,10 @@ STOCK = [(3, 1e-4), (5, 1e-4)]
 
 def ours_command(options: list[str], output_dir: Path) -> list[str]:
     # No checkpoints or evaluation during training: a search run is short, and only its end is compared.
-    return [
-        sys.executable, str(REPO / "run_mtl_classification.py"), str(CONFIG), *options,
-        "--output_dir", str(output_dir), "--eval_strategy", "no", "--save_strategy", "no", "--disable_tqdm", "true",
-    ]  # fmt: skip
+    return cli_command(
+        CONFIG, *options, "--output_dir", output_dir, "--eval_strategy", "no", "--save_strategy", "no",
+        "--disable_tqdm", "true",
+    )  # fmt: skip
 
 
 def jobs() -> list[tuple[str, list[str], Path]]:
@@ -62,15 +72,17 @@ def jobs() -> list[tuple[str, list[str], Path]]:
         (name, ours_command(options, SEARCH_DIR / name), SEARCH_DIR / name / "all_results.json")
         for name, options in OURS.items()
     ]
-    stock = [
-        (
-            f"stock-{task}-e{epochs:g}-lr{learning_rate:g}",
-            [sys.executable, __file__, "--stock_run", f"stock-{task}", str(epochs), str(learning_rate)],
-            run_directory(f"stock-{task}", epochs, learning_rate) / "results.json",
-        )
-        for epochs, learning_rate in STOCK
-        for task in TASKS
-    ]
+    stock = []
+    for epochs, learning_rate in STOCK:
+        for task in TASKS:
+            name = f"stock-{task}-e{epochs:g}-lr{learning_rate:g}"
+            # bench/goemotions.py's run; its report, which would name one setting of ours, is kept beside the log.
+            command = [
+                sys.executable, str(REPO / "bench" / "goemotions.py"), "--only", f"stock-{task}",
+                "--epochs", str(epochs), "--learning_rate", str(learning_rate),
+                "--output", str(SEARCH_DIR / "logs" / f"{name}.json"),
+            ]  # fmt: skip
+            stock.append((name, command, run_directory(f"stock-{task}", epochs, learning_rate) / "results.json"))
     return ours + stock
 
 
@@ -92,15 +104,8 @@ def run_all(pending: list[tuple[str, list[str], Path]], parallel: int) -> None:
 
 
 def ours_figures(results: dict) -> dict:
-    figures = {
-        task: {
-            key: results[f"{split}_{task}_{average}_f1{suffix}"]
-            for split, suffix in (("eval", ""), ("test", ""), ("test", "_at_0.5"))
-            for average in ("macro", "micro")
-            for key in [f"{split}_{average}_f1{suffix}"]
-        }
-        for task in TASKS
-    }
+    validation, test = f1_scores(results, split="eval"), f1_scores(results, suffixes=("", "_at_0.5"))
+    figures = {task: {**validation[task], **test[task]} for task in TASKS}
     figures["validation_macro_f1_mean"] = statistics.mean(figures[task]["eval_macro_f1"] for task in TASKS)
     figures["train_runtime_s"] = round(results["train_runtime"])
     return figures
@@ -108,39 +113,27 @@ def ours_figures(results: dict) -> dict:
 
 def write_summary() -> dict:
     ours = {
-        name: ours_figures(json.loads((SEARCH_DIR / name / "all_results.json").read_text()))
+        name: ours_figures(read_json(SEARCH_DIR / name / "all_results.json"))
         for name in OURS
         if (SEARCH_DIR / name / "all_results.json").exists()
     }
     all_jobs = jobs()
-    stock = {
-        name: json.loads(done.read_text()) for name, _, done in all_jobs if name.startswith("stock-") and done.exists()
-    }
+    stock = {name: read_json(done) for name, _, done in all_jobs if name.startswith("stock-") and done.exists()}
     summary = {
         "ours_by_validation_macro_f1": dict(
             sorted(ours.items(), key=lambda item: item[1]["validation_macro_f1_mean"], reverse=True)
         ),
         "stock": stock,
         "pending": [name for name, _, done in all_jobs if not done.exists()],
-        "date": datetime.date.today().isoformat(),
-        "cpu": cpu_model(),
-        "gpu": gpu_model(),
     }
-    (REPO / "bench" / "results" / "search.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    return write_results(RESULTS / "search.json", summary, gpu=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parallel", type=int, default=1, help="Runs at a time.")
     parser.add_argument("--only", nargs="+", help="Names of the runs to do (default: all).")
-    parser.add_argument("--stock_run", nargs=3, metavar=("NAME", "EPOCHS", "LR"), help="(internal) one stock run")
     args = parser.parse_args()
-    if args.stock_run:
-        # bench/goemotions.py's run without its report, which names one setting of ours.
-        name, epochs, learning_rate = args.stock_run
-        run_unless_finished(name, float(epochs), float(learning_rate), ours=[])
-        return
     pending = [job for job in jobs() if not job[2].exists() and (not args.only or job[0] in args.only)]
     run_all(pending, args.parallel)
     print(json.dumps(write_summary(), indent=2))

@@ -16,18 +16,19 @@ other: two trainings at once on a 2-core machine oversubscribe the cores and dis
 """
 
 import argparse
-import datetime
 import json
-import os
-import platform
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-# The comparisons run before the speed defaults (no attention dropout, frozen word embeddings) trained the encoder as
-# it comes, and keep doing so, so that they reproduce the figures recorded for them.
-ENCODER_AS_IT_COMES = ["--attention_dropout", "0.1", "--freeze_word_embeddings", "false"]
+from harness import (
+    CONFIG,
+    ENCODER_AS_IT_COMES,
+    RESULTS,
+    f1_scores,
+    mean_over_seeds,
+    run_cli,
+    run_directory,
+    write_results,
+)
+
 COMMON = ["--max_train_samples", "10000", "--save_strategy", "no", "--eval_strategy", "no", "--do_eval", "false",
           "--logging_steps", "100", *ENCODER_AS_IT_COMES]  # fmt: skip
 FULL_TRAINING_SET = ["--save_strategy", "no", "--eval_strategy", "no", "--do_eval", "false"]
@@ -95,30 +96,11 @@ COMPARISONS = {
 }
 
 
-def run_directory(comparison: str, setting: str, seed: int | None = None) -> Path:
-    """Where a setting's run keeps its output; one directory per seed in seeded comparisons."""
-    return REPO / "bench" / "runs" / (f"{comparison}-{setting}" + (f"-seed{seed}" if seed is not None else ""))
-
-
-def mean_over_seeds(by_seed: list) -> dict | float:
-    """The element-wise mean of same-shaped nested dicts of scores (one per seed), rounded to 4 decimals."""
-    first = by_seed[0]
-    if isinstance(first, dict):
-        return {key: mean_over_seeds([scores[key] for scores in by_seed]) for key in first}
-    return round(sum(by_seed) / len(by_seed), 4)
-
-
 def run(
     comparison: str, setting: str, flags: list[str], tasks: list[str], common: list[str], seed: int | None = None
 ) -> dict:
-    output_dir = run_directory(comparison, setting, seed)
     flags = [*flags, "--seed", str(seed)] if seed is not None else flags
-    results_file = output_dir / "all_results.json"
-    if not results_file.exists():
-        script, config = REPO / "run_mtl_classification.py", REPO / "examples/goemotions/config.yaml"
-        command = [sys.executable, str(script), str(config), *common, *flags, "--output_dir", str(output_dir)]
-        subprocess.run(command, check=True, cwd=REPO)
-    results = json.loads(results_file.read_text())
+    results = run_cli(run_directory(comparison, setting, seed), CONFIG, *common, *flags)
     return {
         "flags": " ".join(flags),
         **test_scores(results, tasks),
@@ -141,26 +123,9 @@ def test_scores(results: dict, tasks: list[str]) -> dict:
     tuned = "test_macro_f1_at_0.5" in results  # a tuning run reports test_* tuned and test_*_at_0.5
 
     def scores(suffix: str) -> dict:
-        return {
-            task: {average: round(results[f"test_{task}_{average}_f1{suffix}"], 4) for average in ("macro", "micro")}
-            for task in tasks
-        }
+        return f1_scores(results, tasks, suffixes=(suffix,), key="{average}", digits=4)
 
     return {"test_f1_at_0.5": scores("_at_0.5" if tuned else ""), **({"test_f1_tuned": scores("")} if tuned else {})}
-
-
-def cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    return platform.machine()
-
-
-def gpu_model() -> str | None:
-    import torch  # only the speed and search benchmarks ask; the comparisons here run the CLI in subprocesses
-
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
 
 
 def main() -> None:
@@ -179,12 +144,8 @@ def main() -> None:
         "runs": runs,
         "common_flags": " ".join(common),
         "config": "examples/goemotions/config.yaml",
-        "date": datetime.date.today().isoformat(),
-        "cpu": cpu_model(),
     }
-    output = REPO / "bench" / "results" / f"{name}.json"
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    print(json.dumps(write_results(RESULTS / f"{name}.json", report), indent=2))
 
 
 if __name__ == "__main__":

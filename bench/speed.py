@@ -12,9 +12,11 @@ Both on the GoEmotions texts with the bundled MiniLM, batch size 32, max length 
   defaults of ours buy).
 
 Each recipe runs in its own process (peak RSS only grows), `--repeats` times, alternating, and the report quotes
-medians and the median of the per-pair ratios ours/stock. Training throughput counts the `--steps` optimizer steps
-after `--warmup_steps`; inference throughput is the Trainer's own over the whole test split. Achieved training
-GFLOP/s ≈ 6 × non-embedding parameters × real (unpadded) tokens per second, against this machine's fp32 matmul rate.
+medians and the median of the per-pair ratios ours/stock. Both recipes log every optimizer step with the tokens seen
+(`--logging_steps 1 --include_num_input_tokens_seen non_padding`), and the Trainer's own log (its clock since
+training began, its count of real tokens) times the `--steps` steps after `--warmup_steps`; inference throughput is
+the Trainer's own over the whole test split. Achieved training GFLOP/s ≈ 6 × non-embedding parameters × real
+(unpadded) tokens per second, against this machine's fp32 matmul rate.
 
 On a GPU the int8 and trimming recipes do not apply (both are CPU-only); `--bf16` trains both recipes in bf16
 mixed precision, and the matmul rate is measured on the GPU in the dtype trained:
@@ -24,9 +26,8 @@ mixed precision, and the matmul rate is measured on the GPU in the dtype trained
 """
 
 import argparse
-import datetime
 import json
-import resource
+import os
 import statistics
 import subprocess
 import sys
@@ -35,18 +36,22 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModel, AutoTokenizer, DataCollatorWithPadding, TrainerCallback, TrainingArguments
+from harness import (
+    DATA,
+    ENCODER_AS_IT_COMES,
+    REPO,
+    RESULTS,
+    TASKS,
+    cli_command,
+    median_ratio,
+    read_json,
+    write_results,
+)
+from stock import label_names, multi_hot_dataset, stock_trainer
+from transformers import AutoModel, AutoTokenizer, TrainingArguments
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from mtl_model.arguments import bundled_encoder_path
 
-from settings import ENCODER_AS_IT_COMES, cpu_model, gpu_model  # noqa: E402
-from stock import label_names, multi_hot_dataset, stock_trainer  # noqa: E402
-
-from mtl_model.arguments import bundled_encoder_path  # noqa: E402
-
-TASKS = ["emotion", "ekman", "sentiment"]
 # Each of our recipes: the CLI's extra arguments.
 OURS = {
     "ours": [],
@@ -57,42 +62,20 @@ OURS = {
 }
 RECIPES = ("stock", *OURS)
 BATCH_SIZE, MAX_LENGTH = 32, 64
+# The Trainer logs, at every step, the seconds since training began ("train_runtime") and the real tokens seen.
+STEP_LOGS = {"logging_steps": 1, "include_num_input_tokens_seen": "non_padding"}
 
 
-class StepClock(TrainerCallback):
-    """perf_counter at the end of every optimizer step (after the GPU's queued work, on a GPU)."""
-
-    def __init__(self):
-        self.times = []
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self.times.append(time.perf_counter())
-
-
-class TokenCountingCollator(DataCollatorWithPadding):
-    """Dynamic padding that also records every batch's real and padded token counts, in order: the training
-    batches come first, one per step (no accumulation, no evaluation during training)."""
-
-    counts = []  # (real, padded) per batch; class-level so that the instance the CLI creates records too
-
-    def __call__(self, features):
-        batch = super().__call__(features)
-        mask = batch["attention_mask"]
-        TokenCountingCollator.counts.append((int(mask.sum()), mask.numel()))
-        return batch
-
-
-def training_figures(clock: StepClock, warmup_steps: int, steps: int) -> dict:
-    elapsed = clock.times[warmup_steps + steps - 1] - clock.times[warmup_steps - 1]
-    measured = TokenCountingCollator.counts[warmup_steps : warmup_steps + steps]
-    real, padded = sum(count[0] for count in measured), sum(count[1] for count in measured)
+def training_figures(log_history: list[dict], warmup_steps: int, steps: int) -> dict:
+    """Throughput over the steps after the warm-up, from the Trainer's per-step logs."""
+    at_step = {entry["step"]: entry for entry in log_history if "loss" in entry}  # the step logs, not the summary
+    first, last = at_step[warmup_steps], at_step[warmup_steps + steps]
+    elapsed = last["train_runtime"] - first["train_runtime"]
+    real_tokens = last["num_input_tokens_seen"] - first["num_input_tokens_seen"]
     return {
         "train_samples_per_second": steps * BATCH_SIZE / elapsed,
-        "real_tokens_per_second": real / elapsed,
-        "real_tokens_per_example": real / (steps * BATCH_SIZE),
-        "padded_tokens_per_example": padded / (steps * BATCH_SIZE),
+        "real_tokens_per_second": real_tokens / elapsed,
+        "real_tokens_per_example": real_tokens / (steps * BATCH_SIZE),
     }
 
 
@@ -111,54 +94,65 @@ def run_stock(data_dir: Path, warmup_steps: int, steps: int, output_dir: str, bf
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
+        **STEP_LOGS,
     )
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     train, test = (
         multi_hot_dataset(str(data_dir / f"{split}.jsonl"), TASKS, names, tokenizer, MAX_LENGTH)
         for split in ("train", "test")
     )
-    clock = StepClock()
-    trainer = stock_trainer(encoder, names, args, tokenizer, train, collator=TokenCountingCollator(tokenizer))
-    trainer.add_callback(clock)
+    trainer = stock_trainer(encoder, names, args, tokenizer, train)
     trainer.train()
-    predict = trainer.predict(test).metrics
     return {
-        **training_figures(clock, warmup_steps, steps),
-        "predict_samples_per_second": predict["test_samples_per_second"],
+        **training_figures(trainer.state.log_history, warmup_steps, steps),
+        "predict_samples_per_second": trainer.predict(test).metrics["test_samples_per_second"],
     }
 
 
-def run_ours(data_dir: Path, warmup_steps: int, steps: int, output_dir: str, extra_args: list[str]) -> dict:
-    """The CLI's own code path and defaults; only the collator (to count tokens) and a step clock are added."""
-    import run_mtl_classification as cli
-
-    clock = StepClock()
-    cli.DataCollatorWithPadding = TokenCountingCollator
-    cli.early_stopping_callbacks = lambda data_args: [clock]
-    cli.main([
-        "--train_file", str(data_dir / "train.jsonl"), "--validation_file", str(data_dir / "validation.jsonl"),
-        "--test_file", str(data_dir / "test.jsonl"), "--labels_file", str(data_dir / "labels.json"),
-        "--task_columns", ",".join(TASKS), "--max_seq_length", str(MAX_LENGTH),
-        "--per_device_train_batch_size", str(BATCH_SIZE), "--max_steps", str(warmup_steps + steps),
+def ours_command(data_dir: Path, warmup_steps: int, steps: int, output_dir: str, extra_args: list[str]) -> list:
+    """The CLI itself, with its defaults, three tasks and the step logs."""
+    return cli_command(
+        "--train_file", data_dir / "train.jsonl", "--validation_file", data_dir / "validation.jsonl",
+        "--test_file", data_dir / "test.jsonl", "--labels_file", data_dir / "labels.json",
+        "--task_columns", ",".join(TASKS), "--max_seq_length", MAX_LENGTH,
+        "--per_device_train_batch_size", BATCH_SIZE, "--max_steps", warmup_steps + steps,
         "--do_train", "--do_predict", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
+        *(item for name, value in STEP_LOGS.items() for item in (f"--{name}", value)),
         "--output_dir", output_dir, *extra_args,
-    ])  # fmt: skip
-    results = json.loads((Path(output_dir) / "all_results.json").read_text())
-    return {
-        **training_figures(clock, warmup_steps, steps),
-        "predict_samples_per_second": results["predict_samples_per_second"],
-    }
+    )  # fmt: skip
 
 
 def run_recipe(recipe: str, data_dir: Path, warmup_steps: int, steps: int, bf16: bool) -> dict:
+    """One recipe in a process of its own: its figures and that process's peak RSS."""
     with tempfile.TemporaryDirectory() as output_dir:
         if recipe == "stock":
-            figures = run_stock(data_dir, warmup_steps, steps, output_dir, bf16)
+            command = [
+                sys.executable, __file__, "--recipe", "stock", "--output_dir", output_dir, "--data_dir", data_dir,
+                "--warmup_steps", warmup_steps, "--steps", steps, *(["--bf16"] if bf16 else []),
+            ]  # fmt: skip
         else:
-            extra_args = OURS[recipe] + (["--bf16", "true"] if bf16 else [])
-            figures = run_ours(data_dir, warmup_steps, steps, output_dir, extra_args)
-    figures["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return figures
+            bf16_flags = ["--bf16", "true"] if bf16 else []
+            command = ours_command(data_dir, warmup_steps, steps, output_dir, [*OURS[recipe], *bf16_flags])
+        stdout, peak_rss_mib = run_measuring_memory(command)
+        if recipe == "stock":
+            return {**json.loads(stdout.rsplit("RESULT ", 1)[1]), "peak_rss_mib": peak_rss_mib}
+        log_history = read_json(Path(output_dir) / "trainer_state.json")["log_history"]
+        results = read_json(Path(output_dir) / "all_results.json")
+    return {
+        **training_figures(log_history, warmup_steps, steps),
+        "predict_samples_per_second": results["predict_samples_per_second"],
+        "peak_rss_mib": peak_rss_mib,
+    }
+
+
+def run_measuring_memory(command: list) -> tuple[str, float]:
+    """Run a command; its standard output and its peak RSS in MiB (os.wait4: the usage of that child alone)."""
+    process = subprocess.Popen([str(part) for part in command], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    stdout = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"exit status {os.waitstatus_to_exitcode(status)}: {' '.join(map(str, command))}")
+    return stdout, usage.ru_maxrss / 1024
 
 
 def matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
@@ -189,7 +183,7 @@ def summarise(runs: list[dict], recipes: list[str], peak_gflops: float, paramete
         figures["fraction_of_matmul_peak"] = gflops / peak_gflops
     ratios = {
         recipe: {
-            key: statistics.median(run[recipe][key] / run["stock"][key] for run in runs)
+            key: median_ratio(runs, recipe, "stock", key)
             for key in ("train_samples_per_second", "predict_samples_per_second", "peak_rss_mib")
         }
         for recipe in recipes
@@ -200,17 +194,18 @@ def summarise(runs: list[dict], recipes: list[str], peak_gflops: float, paramete
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_dir", type=Path, default=REPO / "data" / "goemotions")
+    parser.add_argument("--data_dir", type=Path, default=DATA)
     parser.add_argument("--warmup_steps", type=int, default=10)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES), help="stock comes first")
     parser.add_argument("--bf16", action="store_true", help="bf16 mixed-precision training (GPU) for every recipe")
-    parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "speed.json")
-    parser.add_argument("--recipe", choices=RECIPES, help="(internal) run one recipe, print its JSON")
+    parser.add_argument("--output", type=Path, default=RESULTS / "speed.json")
+    parser.add_argument("--recipe", choices=["stock"], help="(internal) run the stock recipe, print its JSON")
+    parser.add_argument("--output_dir", help="(internal) the stock recipe's output directory")
     args = parser.parse_args()
     if args.recipe:
-        figures = run_recipe(args.recipe, args.data_dir, args.warmup_steps, args.steps, args.bf16)
+        figures = run_stock(args.data_dir, args.warmup_steps, args.steps, args.output_dir, args.bf16)
         print("RESULT " + json.dumps(figures))
         return
     if args.recipes[0] != "stock":
@@ -222,16 +217,11 @@ def main() -> None:
     for repeat in range(args.repeats):
         run = {}
         for recipe in args.recipes:
-            command = [sys.executable, __file__, "--recipe", recipe, "--data_dir", str(args.data_dir),
-                       "--warmup_steps", str(args.warmup_steps), "--steps", str(args.steps),
-                       *(["--bf16"] if args.bf16 else [])]  # fmt: skip
-            output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPO).stdout
-            run[recipe] = json.loads(output.rsplit("RESULT ", 1)[1])
+            run[recipe] = run_recipe(recipe, args.data_dir, args.warmup_steps, args.steps, args.bf16)
             print(f"repeat {repeat + 1} {recipe}: {json.dumps(run[recipe])}", flush=True)
         runs.append(run)
         # Written after every repeat, so that a run cut short keeps its finished repeats.
-        report = speed_report(runs, args, peak, parameters)
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
+        report = write_results(args.output, speed_report(runs, args, peak, parameters), gpu=True)
     print(json.dumps({key: value for key, value in report.items() if key.startswith(("median", "matmul"))}, indent=2))
 
 
@@ -249,11 +239,9 @@ def speed_report(runs: list[dict], args: argparse.Namespace, peak: float, parame
             "repeats": len(runs),
             "tasks": TASKS,
             "bf16": args.bf16,
-        },  # fmt: skip
+            "timing": "the Trainer's per-step logs (train_runtime, num_input_tokens_seen)",
+        },
         "torch_threads": torch.get_num_threads(),
-        "date": datetime.date.today().isoformat(),
-        "cpu": cpu_model(),
-        "gpu": gpu_model(),
     }
 
 

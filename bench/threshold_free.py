@@ -10,19 +10,14 @@ how many labels the model predicts at 0.5 for each true one. Means over the seed
 """
 
 import argparse
-import datetime
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+from harness import DATA, RESULTS, mean_over_seeds, run_directory, write_results
+from settings import COMPARISONS
 from sklearn.metrics import average_precision_score
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-
-from goemotions import DATA  # noqa: E402
-from settings import COMPARISONS, cpu_model, mean_over_seeds, run_directory  # noqa: E402
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -73,11 +68,8 @@ def main() -> None:
         if len(finished) < len(directories):
             sys.exit(f"{name}: {setting} has not run for every seed yet; run bench/settings.py {name} first")
         runs[setting] = mean_over_seeds([run_scores(directory, gold, names) for directory in finished])
-    report = {"comparison": name, "seeds": comparison["seeds"], "mean_over_seeds": runs,
-              "date": datetime.date.today().isoformat(), "cpu": cpu_model()}  # fmt: skip
-    output = REPO / "bench" / "results" / f"{name}_threshold_free.json"
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    report = {"comparison": name, "seeds": comparison["seeds"], "mean_over_seeds": runs}
+    print(json.dumps(write_results(RESULTS / f"{name}_threshold_free.json", report), indent=2))
 
 
 if __name__ == "__main__":

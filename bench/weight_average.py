@@ -11,23 +11,15 @@ test split by `run_mtl_classification.py` (no training), beside each run's own t
 """
 
 import argparse
-import datetime
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
+from goemotions import ours_name, run_directory
+from harness import CONFIG, RESULTS, RUNS, f1_scores, read_json, run_cli, write_results
 from safetensors.torch import load_file, save_file
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-
-from goemotions import CONFIG, ours_name, run_directory, test_scores  # noqa: E402
-from settings import cpu_model  # noqa: E402
-
-RUNS = REPO / "bench" / "runs"
 # bench/goemotions.py's three 3-epoch ASL runs at 1e-4: (task weights, speed defaults).
 ASL_RUNS = [
     str(run_directory(ours_name("asl", weights, speed_defaults), 3, 1e-4).relative_to(RUNS))
@@ -36,7 +28,7 @@ ASL_RUNS = [
 
 
 def read_test_scores(output_dir: Path) -> dict:
-    return test_scores(json.loads((output_dir / "all_results.json").read_text()))
+    return f1_scores(read_json(output_dir / "all_results.json"), suffixes=("", "_at_0.5"))
 
 
 def average_weights(runs: list[Path], output_dir: Path) -> None:
@@ -52,11 +44,7 @@ def average_weights(runs: list[Path], output_dir: Path) -> None:
 
 def score(model_dir: Path, output_dir: Path) -> dict:
     """Thresholds tuned on validation, then test F1, by the CLI without training."""
-    command = [
-        sys.executable, str(REPO / "run_mtl_classification.py"), str(CONFIG),
-        "--model_name_or_path", str(model_dir), "--do_train", "false", "--output_dir", str(output_dir),
-    ]  # fmt: skip
-    subprocess.run(command, check=True, cwd=REPO)
+    run_cli(output_dir, CONFIG, "--model_name_or_path", model_dir, "--do_train", "false", rerun=True)
     return read_test_scores(output_dir)
 
 
@@ -64,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", default=ASL_RUNS, help="Run directories under bench/runs/.")
     parser.add_argument("--name", default="asl-e3-lr0.0001", help="The averaged model's directory name.")
-    parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "weight_average.json")
+    parser.add_argument("--output", type=Path, default=RESULTS / "weight_average.json")
     args = parser.parse_args()
     runs = [RUNS / run for run in args.runs]
     model_dir = RUNS / "weight-average" / args.name
@@ -72,10 +60,8 @@ def main() -> None:
     summary = {
         "averaged": score(model_dir / "model", model_dir / "scored"),
         "runs": {name: read_test_scores(run) for name, run in zip(args.runs, runs)},
-        "date": datetime.date.today().isoformat(),
-        "cpu": cpu_model(),
     }
-    args.output.write_text(json.dumps(summary, indent=2) + "\n")
+    write_results(args.output, summary)
     print(json.dumps(summary["averaged"], indent=2))
 
 

@@ -217,8 +217,9 @@ def split_list(value: str | None) -> list[str]:
 
 @dataclass
 class MultiTaskTrainingArguments(TrainingArguments):
-    """`TrainingArguments` with defaults of our own and two options added (`overwrite_output_dir`,
-    `malloc_trim_steps`), each measured or reasoned in BENCHMARKS.md / the README."""
+    """`TrainingArguments` with defaults of our own, one flag that its parser could not read
+    (`include_num_input_tokens_seen`) and two options added (`overwrite_output_dir`, `malloc_trim_steps`), each
+    measured or reasoned in BENCHMARKS.md / the README."""
 
     # Batches of similar length: GoEmotions averages 19 real tokens a text but 37 once padded in random batches.
     train_sampling_strategy: str = field(
@@ -249,6 +250,17 @@ class MultiTaskTrainingArguments(TrainingArguments):
         metadata={"help": "Train over a finished model in output_dir, removing its old checkpoints, instead of "
                   "refusing; without it an interrupted run in output_dir is resumed."},
     )  # fmt: skip
+
+    # TrainingArguments types this `str | bool`, which HfArgumentParser reads as a bool, so its "non_padding" (count
+    # the real tokens only) could not be given as a flag.
+    include_num_input_tokens_seen: str = field(
+        default="no",
+        metadata={
+            "choices": ["all", "non_padding", "no"],
+            "help": "Count the input tokens seen in training (logged as num_input_tokens_seen): all, padding "
+            "included; non_padding; or no.",
+        },
+    )
 
     # Training on the CPU, glibc keeps the freed blocks of ever different batch shapes, and the process grows; see
     # BENCHMARKS.md ("Peak RSS") for what trimming saves and costs.

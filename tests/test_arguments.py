@@ -122,3 +122,8 @@ def test_every_range_checked_flag_exists():
 def test_memory_is_not_pinned_without_an_accelerator(tmp_path):
     _, _, training_args, _ = parse_arguments(["--output_dir", str(tmp_path)])
     assert training_args.dataloader_pin_memory is False and training_args.malloc_trim_steps == 10
+
+
+def test_the_count_of_real_tokens_can_be_asked_for_by_flag(tmp_path):
+    argv = ["--output_dir", str(tmp_path), "--include_num_input_tokens_seen", "non_padding"]
+    assert parse_arguments(argv)[2].include_num_input_tokens_seen == "non_padding"

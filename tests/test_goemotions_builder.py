@@ -63,6 +63,17 @@ def test_builds_three_tasks_from_the_release_format(tmp_path, monkeypatch):
     assert len(read_jsonl(output / "validation.jsonl")) == 1
     labels = json.loads((output / "labels.json").read_text())
     assert labels["emotion"] == EMOTIONS and labels["ekman"][-1] == "neutral" and len(labels["sentiment"]) == 4
+    assert json.loads((output / "hierarchy.json").read_text()) == {
+        "sentiment/negative": ["ekman/anger", "ekman/sadness"],
+        "sentiment/positive": ["ekman/joy"],
+        "sentiment/ambiguous": ["ekman/surprise"],
+        "sentiment/neutral": ["ekman/neutral"],
+        "ekman/anger": ["emotion/anger"],
+        "ekman/joy": ["emotion/joy", "emotion/admiration"],
+        "ekman/sadness": ["emotion/sadness"],
+        "ekman/surprise": ["emotion/curiosity"],
+        "ekman/neutral": ["emotion/neutral"],
+    }
 
 
 def test_builds_from_the_hub_dataset(tmp_path, monkeypatch):

@@ -4,7 +4,9 @@
 Reads Google's release format (train.tsv/dev.tsv/test.tsv with emotion ids, emotions.txt, ekman_mapping.json,
 sentiment_mapping.json) from a local directory, or the Hub dataset google-research-datasets/go_emotions
 (config "simplified"), keeps the official splits and writes train/validation/test JSONL files with the columns
-`text`, `id`, `emotion`, `ekman` and `sentiment` (lists of label names), plus `labels.json` (label order per task).
+`text`, `id`, `emotion`, `ekman` and `sentiment` (lists of label names), plus `labels.json` (label order per task)
+and `hierarchy.json` (the three taxonomies as one tree: each parent "task/label" → its children in the next finer
+task, `"sentiment/positive": ["ekman/joy"]`, `"ekman/joy": ["emotion/joy", "emotion/amusement", …]`).
 
     python examples/goemotions/build_dataset.py --source ../shared/data/goemotions --output_dir data/goemotions
     python examples/goemotions/build_dataset.py --source hub --output_dir data/goemotions
@@ -85,6 +87,19 @@ def add_coarse_tasks(rows: list[dict], ekman: dict, sentiment: dict) -> None:
         row["sentiment"] = sorted({sentiment_of[emotion] for emotion in row["emotion"]})
 
 
+def hierarchy(ekman: dict[str, list[str]], sentiment: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Sentiment → Ekman groups → emotions. Both groupings are of the emotions; an Ekman group sits under the one
+    sentiment that all of its emotions share (in GoEmotions each does: the taxonomies form an exact tree)."""
+    sentiment_of = group_of(sentiment)
+    tree = {f"ekman/{group}": [f"emotion/{emotion}" for emotion in emotions] for group, emotions in ekman.items()}
+    for group, emotions in ekman.items():
+        sentiments = {sentiment_of[emotion] for emotion in emotions}
+        if len(sentiments) != 1:
+            raise SystemExit(f"Ekman group {group!r} spans the sentiments {sorted(sentiments)}: no tree")
+        tree.setdefault(f"sentiment/{sentiments.pop()}", []).append(f"ekman/{group}")
+    return tree
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", required=True, help="Directory in Google's release format, or 'hub'.")
@@ -101,6 +116,8 @@ def main() -> None:
         print(f"{split}: {len(rows)} rows → {output / f'{split}.jsonl'}")
     labels = {"emotion": names, "ekman": list(ekman), "sentiment": list(sentiment)}
     (output / "labels.json").write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
+    tree = hierarchy(ekman, sentiment)
+    (output / "hierarchy.json").write_text(json.dumps(tree, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
