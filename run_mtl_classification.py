@@ -41,7 +41,7 @@ from mtl_model.loading import (
 from mtl_model.metrics import build_compute_metrics, check_metric_for_best_model, metric_names, metrics_at_threshold
 from mtl_model.model_card import CardFacts
 from mtl_model.report import write_evaluation_report, write_predictions
-from mtl_model.trainer import MultiTaskTrainer, check_int8_inference
+from mtl_model.trainer import MultiTaskTrainer, check_inference_backend, check_int8_inference
 
 logger = logging.getLogger(__name__)
 SPEED = ("_runtime", "_samples_per_second", "_steps_per_second")
@@ -53,6 +53,7 @@ def main(argv: list[str]) -> None:
     training_args = resolve_early_stopping(training_args, data_args, given)
     check_output_dir(training_args)
     check_int8_inference(model_args, training_args)
+    check_inference_backend(model_args, training_args)
     logger.info("Training arguments: %s", training_args)
     set_seed(training_args.seed)
 
@@ -137,8 +138,11 @@ def main(argv: list[str]) -> None:
         metrics.update(eval_metrics, eval_samples=len(encoded["validation"]))
         trainer.log_metrics("eval", eval_metrics)
     if training_args.do_predict:
-        with trainer.int8_inference() if model_args.int8_inference else nullcontext():
-            output = trainer.predict(encoded["test"], metric_key_prefix="test")
+        if model_args.inference_backend != "torch":
+            output = trainer.predict_onnx(encoded["test"], int8=model_args.inference_backend == "onnx-int8")
+        else:
+            with trainer.int8_inference() if model_args.int8_inference else nullcontext():
+                output = trainer.predict(encoded["test"], metric_key_prefix="test")
         metrics.update(output.metrics, test_samples=len(encoded["test"]))
         # Also under the Trainer's usual `predict_` names, so that runs compare with other Trainer scripts.
         metrics.update({f"predict_{key[5:]}": value for key, value in output.metrics.items() if key.endswith(SPEED)})
@@ -161,7 +165,7 @@ def main(argv: list[str]) -> None:
         base_model=hub_model_id(model_args.model_name_or_path),
         training_data=data_args.dataset_name or data_args.train_file or "(none)",
         dataset_name=data_args.dataset_name,
-        int8_test=model_args.int8_inference,
+        test_backend="torch-int8" if model_args.int8_inference else model_args.inference_backend,
         report_files=[str(path) for path in report_files],
     )
     if trainer.is_world_process_zero():

@@ -5,7 +5,9 @@ Both on the GoEmotions texts with the bundled MiniLM, batch size 32, max length 
 - stock: `AutoModelForSequenceClassification(problem_type="multi_label_classification")` over the 39 labels of the
   three taxonomies, a plain `Trainer` with its defaults, `DataCollatorWithPadding` (bench/stock.py);
 - ours: `run_mtl_classification.py` itself with three tasks and its defaults;
-- ours-int8: the same with `--int8_inference` (the test split predicted in int8; training is ours);
+- ours-int8: the same with `--int8_inference` (the test split predicted in int8 by torch.ao; training is ours);
+- ours-onnx, ours-onnx-int8: the same with `--inference_backend onnx` / `onnx-int8` (the trained model exported,
+  the test split predicted by ONNX Runtime in float32 / int8);
 - ours-no-trim: the same with `--malloc_trim_steps 0` (what giving freed memory back to the system costs and saves);
 - ours-dropout: the same with the encoder's attention dropout (0.1) instead of none;
 - ours-dropout-embeddings: that, and the word embeddings trained too, as the stock recipe trains them (what those two
@@ -56,6 +58,8 @@ from mtl_model.arguments import bundled_encoder_path
 OURS = {
     "ours": [],
     "ours-int8": ["--int8_inference"],
+    "ours-onnx": ["--inference_backend", "onnx"],
+    "ours-onnx-int8": ["--inference_backend", "onnx-int8"],
     "ours-no-trim": ["--malloc_trim_steps", "0"],
     "ours-dropout": ["--attention_dropout", "0.1"],
     "ours-dropout-embeddings": ENCODER_AS_IT_COMES,

@@ -99,6 +99,15 @@ class ModelArguments:
         metadata={"help": "Peak learning rate of the task heads; the encoder uses --learning_rate (BENCHMARKS.md)."},
     )
 
+    inference_backend: str = field(
+        default="torch",
+        metadata={
+            "choices": ["torch", "onnx", "onnx-int8"],
+            "help": "What predicts the test split (--do_predict): torch (the model itself), or the model exported "
+            "to output_dir/onnx/ and run by ONNX Runtime, in float32 (onnx) or int8 (onnx-int8). Needs the onnx "
+            "extra; speed and F1 in BENCHMARKS.md.",
+        },
+    )
     int8_inference: bool = field(
         default=False,
         metadata={"help": "Predict the test split with the encoder's linear layers in int8: faster on a CPU, F1 in "

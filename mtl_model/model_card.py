@@ -21,14 +21,24 @@ CARD_HYPERPARAMETERS = (
 
 @dataclass
 class CardFacts:
-    """What the card says that the trainer does not know: where the encoder and the data came from, how the test
-    split was predicted, and which per-label report files this run wrote (relative to the output directory)."""
+    """What the card says that the trainer does not know: where the encoder and the data came from, what predicted
+    the test split (`--inference_backend`, or "torch-int8" for `--int8_inference`), and which per-label report files
+    this run wrote (relative to the output directory)."""
 
     base_model: str | None
     training_data: str
     dataset_name: str | None = None
-    int8_test: bool = False
+    test_backend: str = "torch"
     report_files: list[str] = field(default_factory=list)
+
+
+TEST_BACKEND_NOTES = {
+    "torch-int8": "The test figures come from int8 inference (`--int8_inference`); the model stored here is float32.",
+    "onnx": "The test figures come from ONNX Runtime, on the exported float32 graph in `onnx/`.",
+    "onnx-int8": "The test figures come from ONNX Runtime, on the exported int8 graph `onnx/model_quantized.onnx`; "
+    "the model stored here is float32.",
+}
+ONNX_FOLDER_NOTE = "This repository's `onnx/` folder holds the model exported by the command below. "
 
 
 def eval_results(config, metrics: dict[str, float], dataset_name: str | None, training_data: str) -> list[EvalResult]:
@@ -70,11 +80,9 @@ def card_data(config, metrics: dict[str, float], model_name: str, facts: CardFac
 def build_model_card(config, metrics: dict[str, float], training_args, facts: CardFacts) -> ModelCard:
     repo_id = training_args.hub_model_id
     model_name = (repo_id or Path(training_args.output_dir).name).split("/")[-1]
-    metrics_note = (
-        "\n\nThe test figures come from int8 inference (`--int8_inference`); the model stored here is float32."
-        if facts.int8_test and any(key.startswith("test_") for key in metrics)
-        else ""
-    )
+    has_test = any(key.startswith("test_") for key in metrics)
+    backend_note = TEST_BACKEND_NOTES.get(facts.test_backend) if has_test else None
+    metrics_note = f"\n\n{backend_note}" if backend_note else ""
     hyperparameters = "\n".join(
         f"- {name}: {getattr(training_args, name)}" for name in CARD_HYPERPARAMETERS if hasattr(training_args, name)
     )
@@ -87,6 +95,7 @@ def build_model_card(config, metrics: dict[str, float], training_args, facts: Ca
         pooling=config.pooling,
         tasks_table=tasks_table(config),
         metrics_table=metrics_table(config, metrics) + metrics_note,
+        onnx_note=ONNX_FOLDER_NOTE if facts.test_backend.startswith("onnx") else "",
         report_links=report_links(facts.report_files),
         repo_id=repo_id or "path/to/this/model",
         training_data=facts.training_data,

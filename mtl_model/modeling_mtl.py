@@ -210,16 +210,7 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
 
     def decode(self, logits: torch.Tensor) -> list[dict[str, list[str]]]:
         """Logits [batch, total_labels] → per example, each task's predicted labels (sigmoid ≥ stored threshold)."""
-        thresholds = torch.tensor(self.config.per_label(self.config.thresholds), device=logits.device)
-        chosen = (torch.sigmoid(logits.float()) >= thresholds).tolist()
-        slices = self.config.task_slices
-        return [
-            {
-                task: [label for label, keep in zip(labels, row[slices[task]]) if keep]
-                for task, labels in self.config.tasks.items()
-            }
-            for row in chosen
-        ]
+        return decode_probabilities(torch.sigmoid(logits.float()).cpu().numpy(), self.config)
 
     def quantized_for_cpu(self) -> "EncoderForMultiTaskMultiLabel":
         """A copy for faster CPU inference: the encoder's linear layers in int8 (dynamic quantisation, weights
@@ -238,17 +229,11 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
 
     @torch.inference_mode()
     def logits(self, texts: list[str], tokenizer, batch_size: int = 64, max_length: int = 512) -> torch.Tensor:
-        """Texts → logits [texts, total_labels] on the CPU, in the order of `texts`.
-
-        Texts run longest first, so each batch holds texts of similar length and little padding.
-        """
+        """Texts → logits [texts, total_labels] on the CPU, in the order of `texts` (length-sorted batches)."""
         self.eval()
         encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
-        order = longest_first([len(ids) for ids in encoded["input_ids"]])
         logits = torch.empty(len(texts), len(self.config.label_names))
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            features = [{key: values[row] for key, values in encoded.items()} for row in rows]
+        for rows, features in length_sorted_batches(encoded, batch_size):
             batch = tokenizer.pad(features, return_tensors="pt").to(self.device)
             logits[torch.from_numpy(rows)] = self(**batch).logits.float().cpu()
         return logits
@@ -259,10 +244,29 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
         return self.decode(self.logits(texts, tokenizer, batch_size, max_length))
 
 
+def decode_probabilities(probabilities: np.ndarray, config: MultiTaskConfig) -> list[dict[str, list[str]]]:
+    """Probabilities [rows, total_labels] → per row, each task's labels at or above their stored thresholds."""
+    chosen = (probabilities >= np.array(config.per_label(config.thresholds))).tolist()
+    return [
+        {task: [label for label, keep in zip(labels, row[config.task_slices[task]]) if keep]
+         for task, labels in config.tasks.items()}
+        for row in chosen
+    ]  # fmt: skip
+
+
 def longest_first(lengths) -> np.ndarray:
     """Row indices by decreasing length, ties in input order: shape [rows]. Batches taken in this order hold rows of
     similar length, so little padding; the model's own batching and the Trainer's evaluation both use it."""
     return np.argsort(-np.asarray(lengths), kind="stable")
+
+
+def length_sorted_batches(encoded, batch_size: int):
+    """Tokenized texts ({input name: [ids per text]}) → (row indices [≤ batch_size], their unpadded features) per
+    batch, longest texts first: for any runtime's batched inference, results put back by the row indices."""
+    order = longest_first([len(ids) for ids in encoded["input_ids"]])
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        yield rows, [{name: values[row] for name, values in encoded.items()} for row in rows]
 
 
 class BertForMultiTaskMultiLabel(EncoderForMultiTaskMultiLabel):
@@ -277,6 +281,8 @@ __all__ = [
     "BertForMultiTaskMultiLabel",
     "EncoderForMultiTaskMultiLabel",
     "MultiTaskMultiLabelOutput",
+    "decode_probabilities",
+    "length_sorted_batches",
     "longest_first",
     "multitask_loss",
 ]

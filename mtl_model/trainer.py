@@ -4,8 +4,10 @@ evaluation and prediction, training arguments saved as JSON, our own model card,
 system while training on the CPU."""
 
 import ctypes
+import importlib.util
 import json
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from torch.utils.data import SequentialSampler
 from transformers import EvalPrediction, Trainer, TrainerCallback
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_pt_utils import LengthGroupedSampler, nested_gather
-from transformers.trainer_utils import PredictionOutput
+from transformers.trainer_utils import PredictionOutput, speed_metrics
 
 from .configuration_mtl import IGNORE_INDEX
 from .data import token_lengths
@@ -32,6 +34,22 @@ def check_int8_inference(model_args, training_args) -> None:
     if not training_args.do_predict:
         raise ArgumentError("--int8_inference applies to the test predictions: add --do_predict")
     check_int8_device(training_args.device)
+
+
+def check_inference_backend(model_args, training_args) -> None:
+    """ONNX Runtime predicts the test split, in one process, with the `onnx` extra installed: refuse it before
+    training where it would not run."""
+    if model_args.inference_backend == "torch":
+        return
+    flag = f"--inference_backend {model_args.inference_backend}"
+    if not training_args.do_predict:
+        raise ArgumentError(f"{flag} applies to the test predictions: add --do_predict")
+    if model_args.int8_inference:
+        raise ArgumentError(f"{flag} and --int8_inference exclude each other (onnx-int8 is ONNX Runtime's int8)")
+    if training_args.world_size > 1:
+        raise ArgumentError(f"{flag} predicts in one process; run the prediction alone, without data parallelism")
+    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None:
+        raise ArgumentError(f'{flag} needs ONNX Runtime and the ONNX exporter: pip install ".[onnx]"')
 
 
 def check_int8_device(device: torch.device) -> None:
@@ -157,6 +175,23 @@ class MultiTaskTrainer(Trainer):
             yield
         finally:
             self.model, self.model_wrapped = model, wrapped
+
+    def predict_onnx(self, test_dataset, int8: bool = False, metric_key_prefix: str = "test") -> PredictionOutput:
+        """`predict` through ONNX Runtime: the model exported to output_dir/onnx/ (`mtl_model.export`), the rows run
+        by `OnnxMultiTaskClassifier` in length-sorted batches, the metrics and speed figures of `predict`."""
+        from .export import export_onnx
+        from .onnx_classifier import OnnxMultiTaskClassifier
+
+        directory = export_onnx(self.model, self.processing_class, Path(self.args.output_dir) / "onnx", int8)
+        classifier = OnnxMultiTaskClassifier.from_pretrained(directory, int8=int8)
+        start = time.time()
+        features = test_dataset.select_columns(classifier.input_names).to_dict()
+        logits = classifier.logits_of_encoded(features, self.args.per_device_eval_batch_size)
+        labels = np.array(test_dataset["labels"]) if "labels" in test_dataset.column_names else None
+        metrics = self.compute_metrics(EvalPrediction(logits, labels)) if labels is not None else {}
+        metrics = {f"{metric_key_prefix}_{name}": value for name, value in metrics.items()}
+        metrics.update(speed_metrics(metric_key_prefix, start, num_samples=len(test_dataset)))
+        return PredictionOutput(predictions=logits, label_ids=labels, metrics=metrics)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         """The Trainer's save, with the training arguments written as JSON instead of pickled: nothing in output_dir,

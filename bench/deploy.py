@@ -1,0 +1,93 @@
+#!/usr/bin/env python
+"""A trained GoEmotions model deployed through ONNX Runtime: parity with PyTorch, test F1 and speed of each backend.
+
+- parity: the model exported (`mtl_model.export`), its float32 graph's logits on the whole test split against the
+  PyTorch model's (max absolute difference), and how many texts get other labels; the same for the int8 graph;
+- F1 and speed: `run_mtl_classification.py --do_predict --inference_backend <backend>` from the trained model (its
+  tuned thresholds), each backend in its own process, `--repeats` times, alternating; test F1 per task (deterministic)
+  and the median of the per-pair throughput ratios over torch.
+
+    python run_mtl_classification.py examples/goemotions/config.yaml   # the README's model, if not there yet
+    python bench/deploy.py --model_dir outputs/goemotions              # writes bench/results/deploy.json
+"""
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from harness import DATA, REPO, RESULTS, TASKS, f1_scores, median_ratio, run_cli, write_results
+from transformers import AutoTokenizer
+
+from mtl_model.export import export_onnx
+from mtl_model.loading import load_config, load_model
+from mtl_model.metrics import sigmoid
+from mtl_model.modeling_mtl import decode_probabilities
+from mtl_model.onnx_classifier import OnnxMultiTaskClassifier
+
+BACKENDS = ("torch", "onnx", "onnx-int8")
+MAX_LENGTH = 128
+
+
+def parity(model_dir: Path) -> dict:
+    """Each exported graph against the PyTorch model on the test texts: logits and labels."""
+    model, tokenizer = (
+        load_model(str(model_dir), load_config(str(model_dir))),
+        AutoTokenizer.from_pretrained(model_dir),
+    )
+    texts = [json.loads(line)["text"] for line in (DATA / "test.jsonl").read_text(encoding="utf-8").splitlines()]
+    expected = model.logits(texts, tokenizer, max_length=MAX_LENGTH).numpy()
+    labels = decode_probabilities(sigmoid(expected), model.config)
+    figures = {}
+    with tempfile.TemporaryDirectory() as directory:
+        export_onnx(model, tokenizer, directory, int8=True)
+        for name, int8 in (("onnx", False), ("onnx-int8", True)):
+            logits = OnnxMultiTaskClassifier.from_pretrained(directory, int8=int8).logits(texts, max_length=MAX_LENGTH)
+            other = sum(a != b for a, b in zip(decode_probabilities(sigmoid(logits), model.config), labels))
+            figures[name] = {"max_abs_logit_difference": float(np.abs(logits - expected).max()),
+                             "texts_with_other_labels": int(other), "texts": len(texts)}  # fmt: skip
+    return figures
+
+
+def predict(model_dir: Path, backend: str) -> dict:
+    """Test F1 per task with the model's thresholds, and prediction throughput, from the CLI."""
+    with tempfile.TemporaryDirectory() as output_dir:
+        results = run_cli(
+            Path(output_dir), "--model_name_or_path", model_dir,
+            "--test_file", DATA / "test.jsonl", "--labels_file", DATA / "labels.json",
+            "--task_columns", ",".join(TASKS), "--max_seq_length", MAX_LENGTH, "--do_predict",
+            "--inference_backend", backend, "--report_to", "none", "--disable_tqdm", "true", quiet=True,
+        )  # fmt: skip
+    f1 = f1_scores(results, key="{average}", digits=4)
+    return {"f1": f1, "predict_samples_per_second": results["predict_samples_per_second"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_dir", type=Path, default=REPO / "outputs" / "goemotions")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    runs = [{backend: predict(args.model_dir, backend) for backend in BACKENDS} for _ in range(args.repeats)]
+    report = {
+        "parity": parity(args.model_dir),
+        "test_f1": {backend: runs[0][backend]["f1"] for backend in BACKENDS},
+        "median_predict_samples_per_second": {
+            backend: statistics.median(run[backend]["predict_samples_per_second"] for run in runs)
+            for backend in BACKENDS
+        },
+        "median_ratio_over_torch": {
+            backend: median_ratio(runs, backend, "torch", "predict_samples_per_second") for backend in BACKENDS[1:]
+        },
+        "runs": runs,
+        "model_dir": os.path.relpath(args.model_dir, REPO),
+        "max_length": MAX_LENGTH,
+    }
+    write_results(RESULTS / "deploy.json", report)
+    print(json.dumps({key: report[key] for key in ("parity", "test_f1", "median_ratio_over_torch")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
