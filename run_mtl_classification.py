@@ -18,7 +18,7 @@ import datasets
 import transformers
 from transformers import AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCallback, set_seed
 
-from mtl_model.arguments import hub_model_id, parse_arguments, resolve_early_stopping
+from mtl_model.arguments import hub_model_id, onnx_batch_size, parse_arguments, resolve_early_stopping
 from mtl_model.data import (
     capped_pos_weight,
     carve_validation,
@@ -139,7 +139,8 @@ def main(argv: list[str]) -> None:
         trainer.log_metrics("eval", eval_metrics)
     if training_args.do_predict:
         if model_args.inference_backend != "torch":
-            output = trainer.predict_onnx(encoded["test"], int8=model_args.inference_backend == "onnx-int8")
+            int8, batch_size = model_args.inference_backend == "onnx-int8", onnx_batch_size(training_args, given)
+            output = trainer.predict_onnx(encoded["test"], int8, batch_size)
         else:
             with trainer.int8_inference() if model_args.int8_inference else nullcontext():
                 output = trainer.predict(encoded["test"], metric_key_prefix="test")

@@ -14,10 +14,13 @@ import numpy as np
 import onnxruntime
 from transformers import AutoTokenizer
 
+from .arguments import ONNX_EVAL_BATCH_SIZE
 from .export import INT8_FILE, ONNX_FILE, OUTPUT_NAME
 from .loading import load_config
 from .metrics import sigmoid
 from .modeling_mtl import decode_probabilities, length_sorted_batches
+
+BATCH_SIZE = ONNX_EVAL_BATCH_SIZE  # ONNX Runtime's fastest on a CPU: small batches of length-sorted texts
 
 
 class OnnxMultiTaskClassifier:
@@ -34,14 +37,14 @@ class OnnxMultiTaskClassifier:
         session = onnxruntime.InferenceSession(str(graph), providers=list(providers))
         return cls(session, load_config(str(directory)), AutoTokenizer.from_pretrained(directory))
 
-    def logits(self, texts: Sequence[str], batch_size: int = 64, max_length: int = 512) -> np.ndarray:
+    def logits(self, texts: Sequence[str], batch_size: int = BATCH_SIZE, max_length: int = 512) -> np.ndarray:
         """Texts → logits [texts, total_labels], in the order of `texts`."""
         encoded = self.tokenizer(list(texts), truncation=True, max_length=max_length)
         return self.logits_of_encoded(encoded, batch_size)
 
-    def logits_of_encoded(self, encoded: Mapping[str, Sequence[Sequence[int]]], batch_size: int = 64) -> np.ndarray:
+    def logits_of_encoded(self, encoded: Mapping[str, Sequence[Sequence[int]]], batch_size: int = BATCH_SIZE):
         """Tokenized texts ({input name: ids per text}, as the tokenizer or a tokenized dataset holds them) → logits
-        [texts, total_labels] in their order."""
+        [texts, total_labels] (np.float32) in their order."""
         features = {name: encoded[name] for name in self.input_names}
         logits = np.empty((len(features["input_ids"]), len(self.config.label_names)), dtype=np.float32)
         for rows, batch_features in length_sorted_batches(features, batch_size):
@@ -50,10 +53,10 @@ class OnnxMultiTaskClassifier:
             logits[rows] = self.session.run([OUTPUT_NAME], feeds)[0]
         return logits
 
-    def scores(self, texts: Sequence[str], batch_size: int = 64, max_length: int = 512) -> np.ndarray:
+    def scores(self, texts: Sequence[str], batch_size: int = BATCH_SIZE, max_length: int = 512) -> np.ndarray:
         """Every label's sigmoid score, [texts, total_labels] in the config's label order (`config.label_names`)."""
         return sigmoid(self.logits(texts, batch_size, max_length))
 
-    def predict(self, texts: Sequence[str], batch_size: int = 64, max_length: int = 512) -> list[dict[str, list[str]]]:
+    def predict(self, texts: Sequence[str], batch_size: int = BATCH_SIZE, max_length: int = 512) -> list[dict]:
         """Per text, each task's predicted labels at the stored thresholds: what `model.predict` returns."""
         return decode_probabilities(self.scores(texts, batch_size, max_length), self.config)

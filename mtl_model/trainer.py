@@ -19,6 +19,7 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_pt_utils import LengthGroupedSampler, nested_gather
 from transformers.trainer_utils import PredictionOutput, speed_metrics
 
+from .arguments import ONNX_EVAL_BATCH_SIZE
 from .configuration_mtl import IGNORE_INDEX
 from .data import token_lengths
 from .errors import ArgumentError
@@ -176,7 +177,9 @@ class MultiTaskTrainer(Trainer):
         finally:
             self.model, self.model_wrapped = model, wrapped
 
-    def predict_onnx(self, test_dataset, int8: bool = False, metric_key_prefix: str = "test") -> PredictionOutput:
+    def predict_onnx(
+        self, test_dataset, int8: bool = False, batch_size: int = ONNX_EVAL_BATCH_SIZE, metric_key_prefix: str = "test"
+    ) -> PredictionOutput:
         """`predict` through ONNX Runtime: the model exported to output_dir/onnx/ (`mtl_model.export`), the rows run
         by `OnnxMultiTaskClassifier` in length-sorted batches, the metrics and speed figures of `predict`."""
         from .export import export_onnx
@@ -186,7 +189,7 @@ class MultiTaskTrainer(Trainer):
         classifier = OnnxMultiTaskClassifier.from_pretrained(directory, int8=int8)
         start = time.time()
         features = test_dataset.select_columns(classifier.input_names).to_dict()
-        logits = classifier.logits_of_encoded(features, self.args.per_device_eval_batch_size)
+        logits = classifier.logits_of_encoded(features, batch_size)
         labels = np.array(test_dataset["labels"]) if "labels" in test_dataset.column_names else None
         metrics = self.compute_metrics(EvalPrediction(logits, labels)) if labels is not None else {}
         metrics = {f"{metric_key_prefix}_{name}": value for name, value in metrics.items()}
