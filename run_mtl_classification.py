@@ -11,14 +11,13 @@ train / eval / predict → save, model card, push.
 
 import logging
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 import datasets
 import transformers
 from transformers import AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCallback, set_seed
 
-from mtl_model.arguments import hub_model_id, onnx_batch_size, parse_arguments, resolve_early_stopping
+from mtl_model.arguments import hub_model_id
 from mtl_model.data import (
     capped_pos_weight,
     carve_validation,
@@ -40,8 +39,9 @@ from mtl_model.loading import (
 )
 from mtl_model.metrics import build_compute_metrics, check_metric_for_best_model, metric_names, metrics_at_threshold
 from mtl_model.model_card import CardFacts
+from mtl_model.parsing import onnx_batch_size, parse_arguments, resolve_early_stopping
 from mtl_model.report import write_evaluation_report, write_predictions
-from mtl_model.trainer import MultiTaskTrainer, check_inference_backend, check_int8_inference
+from mtl_model.trainer import MultiTaskTrainer, check_inference_backend
 
 logger = logging.getLogger(__name__)
 SPEED = ("_runtime", "_samples_per_second", "_steps_per_second")
@@ -52,7 +52,6 @@ def main(argv: list[str]) -> None:
     setup_logging(training_args)
     training_args = resolve_early_stopping(training_args, data_args, given)
     check_output_dir(training_args)
-    check_int8_inference(model_args, training_args)
     check_inference_backend(model_args, training_args)
     logger.info("Training arguments: %s", training_args)
     set_seed(training_args.seed)
@@ -142,8 +141,7 @@ def main(argv: list[str]) -> None:
             int8, batch_size = model_args.inference_backend == "onnx-int8", onnx_batch_size(training_args, given)
             output = trainer.predict_onnx(encoded["test"], int8, batch_size)
         else:
-            with trainer.int8_inference() if model_args.int8_inference else nullcontext():
-                output = trainer.predict(encoded["test"], metric_key_prefix="test")
+            output = trainer.predict(encoded["test"], metric_key_prefix="test")
         metrics.update(output.metrics, test_samples=len(encoded["test"]))
         # Also under the Trainer's usual `predict_` names, so that runs compare with other Trainer scripts.
         metrics.update({f"predict_{key[5:]}": value for key, value in output.metrics.items() if key.endswith(SPEED)})
@@ -166,7 +164,7 @@ def main(argv: list[str]) -> None:
         base_model=hub_model_id(model_args.model_name_or_path),
         training_data=data_args.dataset_name or data_args.train_file or "(none)",
         dataset_name=data_args.dataset_name,
-        test_backend="torch-int8" if model_args.int8_inference else model_args.inference_backend,
+        test_backend=model_args.inference_backend,
         report_files=[str(path) for path in report_files],
     )
     if trainer.is_world_process_zero():

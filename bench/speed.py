@@ -5,7 +5,6 @@ Both on the GoEmotions texts with the bundled MiniLM, batch size 32, max length 
 - stock: `AutoModelForSequenceClassification(problem_type="multi_label_classification")` over the 39 labels of the
   three taxonomies, a plain `Trainer` with its defaults, `DataCollatorWithPadding` (bench/stock.py);
 - ours: `run_mtl_classification.py` itself with three tasks and its defaults;
-- ours-int8: the same with `--int8_inference` (the test split predicted in int8 by torch.ao; training is ours);
 - ours-onnx, ours-onnx-int8: the same with `--inference_backend onnx` / `onnx-int8` (the trained model exported,
   the test split predicted by ONNX Runtime in float32 / int8);
 - ours-no-trim: the same with `--malloc_trim_steps 0` (what giving freed memory back to the system costs and saves);
@@ -20,8 +19,9 @@ training began, its count of real tokens) times the `--steps` steps after `--war
 the Trainer's own over the whole test split. Achieved training GFLOP/s ≈ 6 × non-embedding parameters × real
 (unpadded) tokens per second, against this machine's fp32 matmul rate.
 
-On a GPU the int8 and trimming recipes do not apply (both are CPU-only); `--bf16` trains both recipes in bf16
-mixed precision, and the matmul rate is measured on the GPU in the dtype trained:
+On a GPU the ONNX and trimming recipes do not apply (ONNX Runtime predicts on the CPU here; trimming is for CPU
+training); `--bf16` trains both recipes in bf16 mixed precision, and the matmul rate is measured on the GPU in the
+dtype trained:
 
     python bench/speed.py                # writes bench/results/speed.json
     python bench/speed.py --recipes stock ours --bf16 --output bench/results/speed-gpu-bf16.json
@@ -57,7 +57,6 @@ from mtl_model.arguments import bundled_encoder_path
 # Each of our recipes: the CLI's extra arguments.
 OURS = {
     "ours": [],
-    "ours-int8": ["--int8_inference"],
     "ours-onnx": ["--inference_backend", "onnx"],
     "ours-onnx-int8": ["--inference_backend", "onnx-int8"],
     "ours-no-trim": ["--malloc_trim_steps", "0"],

@@ -62,7 +62,7 @@ def export_onnx(model, tokenizer, output_dir: str | Path, int8: bool = False) ->
     example = tokenizer(["an example text to export", "two"], padding=True, return_tensors="pt")
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     program = torch.onnx.export(
-        LogitsOnly(model),
+        LogitsOnly(model).eval(),
         kwargs={name: example[name] for name in names},
         output_names=[OUTPUT_NAME],
         dynamic_shapes={name: {0: batch, 1: sequence} for name in names},

@@ -22,8 +22,8 @@ CARD_HYPERPARAMETERS = (
 @dataclass
 class CardFacts:
     """What the card says that the trainer does not know: where the encoder and the data came from, what predicted
-    the test split (`--inference_backend`, or "torch-int8" for `--int8_inference`), and which per-label report files
-    this run wrote (relative to the output directory)."""
+    the test split (`--inference_backend`), and which per-label report files this run wrote (relative to the output
+    directory)."""
 
     base_model: str | None
     training_data: str
@@ -33,7 +33,6 @@ class CardFacts:
 
 
 TEST_BACKEND_NOTES = {
-    "torch-int8": "The test figures come from int8 inference (`--int8_inference`); the model stored here is float32.",
     "onnx": "The test figures come from ONNX Runtime, on the exported float32 graph in `onnx/`.",
     "onnx-int8": "The test figures come from ONNX Runtime, on the exported int8 graph `onnx/model_quantized.onnx`; "
     "the model stored here is float32.",

@@ -1,12 +1,10 @@
 """A transformer encoder with one sigmoid (multi-label) head per task: the model that is saved and pushed to the Hub.
 
-Self-contained (imports only torch, transformers and the configuration next to it) so that `save_pretrained` copies
-both files for `AutoModel.from_pretrained(..., trust_remote_code=True)`.
+Self-contained (imports only torch, numpy, transformers and the configuration next to it) so that
+`save_pretrained` copies both files for `AutoModel.from_pretrained(..., trust_remote_code=True)`.
 """
 
-import copy
 import inspect
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -211,21 +209,6 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
     def decode(self, logits: torch.Tensor) -> list[dict[str, list[str]]]:
         """Logits [batch, total_labels] → per example, each task's predicted labels (sigmoid ≥ stored threshold)."""
         return decode_probabilities(torch.sigmoid(logits.float()).cpu().numpy(), self.config)
-
-    def quantized_for_cpu(self) -> "EncoderForMultiTaskMultiLabel":
-        """A copy for faster CPU inference: the encoder's linear layers in int8 (dynamic quantisation, weights
-        per output channel, activations per batch), the heads in float. Inference only; this model is unchanged.
-        Its F1 and speed against float32 are in BENCHMARKS.md.
-        """
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-        quantized = copy.deepcopy(self).cpu().eval()
-        with warnings.catch_warnings():
-            # torch.ao's dynamic quantisation is deprecated in favour of torchao (not a dependency) but still ships
-            # and works; its deprecation notices say nothing the user can act on here.
-            warnings.filterwarnings("ignore", message=".*deprecated.*")
-            quantize_dynamic(quantized.base_model, {nn.Linear: per_channel_dynamic_qconfig}, torch.qint8, inplace=True)
-        return quantized
 
     @torch.inference_mode()
     def logits(self, texts: list[str], tokenizer, batch_size: int = 64, max_length: int = 512) -> torch.Tensor:

@@ -1,14 +1,13 @@
 """The Trainer subclass: an exact multi-task loss under gradient accumulation and data parallelism, per-task loss
 logging, a learning rate of its own for the heads, length-grouped batches for training and length-sorted ones for
-evaluation and prediction, training arguments saved as JSON, our own model card, and freed memory handed back to the
-system while training on the CPU."""
+evaluation and prediction, prediction through ONNX Runtime, training arguments saved as JSON, our own model card,
+and freed memory handed back to the system while training on the CPU."""
 
 import ctypes
 import importlib.util
 import json
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +27,6 @@ from .model_card import CardFacts, build_model_card
 from .modeling_mtl import longest_first
 
 
-def check_int8_inference(model_args, training_args) -> None:
-    """int8 inference applies to the test predictions, on the CPU: refuse it before training where it would not."""
-    if not model_args.int8_inference:
-        return
-    if not training_args.do_predict:
-        raise ArgumentError("--int8_inference applies to the test predictions: add --do_predict")
-    check_int8_device(training_args.device)
-
-
 def check_inference_backend(model_args, training_args) -> None:
     """ONNX Runtime predicts the test split, in one process, with the `onnx` extra installed: refuse it before
     training where it would not run."""
@@ -45,18 +35,10 @@ def check_inference_backend(model_args, training_args) -> None:
     flag = f"--inference_backend {model_args.inference_backend}"
     if not training_args.do_predict:
         raise ArgumentError(f"{flag} applies to the test predictions: add --do_predict")
-    if model_args.int8_inference:
-        raise ArgumentError(f"{flag} and --int8_inference exclude each other (onnx-int8 is ONNX Runtime's int8)")
     if training_args.world_size > 1:
         raise ArgumentError(f"{flag} predicts in one process; run the prediction alone, without data parallelism")
     if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None:
         raise ArgumentError(f'{flag} needs ONNX Runtime and the ONNX exporter: pip install ".[onnx]"')
-
-
-def check_int8_device(device: torch.device) -> None:
-    """int8 inference (`quantized_for_cpu`) runs on the CPU; the CLI and the trainer both refuse other devices."""
-    if device.type != "cpu":
-        raise ArgumentError(f"int8 inference runs on the CPU only; this run uses {device}")
 
 
 class ReleaseFreedMemory(TrainerCallback):
@@ -164,18 +146,6 @@ class MultiTaskTrainer(Trainer):
             predictions=output.predictions[in_input_order],
             label_ids=None if output.label_ids is None else output.label_ids[in_input_order],
         )
-
-    @contextmanager
-    def int8_inference(self):
-        """Within the block, evaluation and prediction run the model's int8 copy (`quantized_for_cpu`); the float
-        model, which training and saving use, comes back after it."""
-        check_int8_device(self.args.device)
-        model, wrapped = self.model, self.model_wrapped
-        self.model = self.model_wrapped = model.quantized_for_cpu()
-        try:
-            yield
-        finally:
-            self.model, self.model_wrapped = model, wrapped
 
     def predict_onnx(
         self, test_dataset, int8: bool = False, batch_size: int = ONNX_EVAL_BATCH_SIZE, metric_key_prefix: str = "test"

@@ -1,14 +1,12 @@
 import dataclasses
 import json
 import re
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-from mtl_model.arguments import parse_arguments, resolve_early_stopping
 from mtl_model.errors import ArgumentError
-from mtl_model.trainer import check_int8_inference
+from mtl_model.parsing import parse_arguments, resolve_early_stopping
 
 
 def test_json_config_values_get_their_field_types_and_later_flags_override(tmp_path):
@@ -76,16 +74,13 @@ def test_unreadable_config_file_is_named(tmp_path):
         parse_arguments([str(config)])
 
 
-@pytest.mark.parametrize(
-    "do_predict, device, message",
-    [(False, "cpu", "add --do_predict"), (True, "cuda:0", "runs on the CPU only; this run uses cuda:0")],
-)
-def test_int8_inference_is_refused_where_it_would_not_apply(do_predict, device, message):
-    model_args = SimpleNamespace(int8_inference=True)
-    training_args = SimpleNamespace(do_predict=do_predict, device=torch.device(device))
-    with pytest.raises(ArgumentError, match=re.escape(message)):
-        check_int8_inference(model_args, training_args)
-    check_int8_inference(SimpleNamespace(int8_inference=False), training_args)  # off: nothing to refuse
+def test_a_retired_flag_names_what_replaced_it(tmp_path):
+    with pytest.raises(ArgumentError, match="--int8_inference was retired; use --inference_backend onnx-int8"):
+        parse_arguments(["--output_dir", str(tmp_path), "--int8_inference"])
+    config = tmp_path / "run.yaml"
+    config.write_text("int8_inference: true\n")
+    with pytest.raises(ArgumentError, match=f"{config}: --int8_inference was retired"):
+        parse_arguments([str(config)])
 
 
 @pytest.mark.parametrize(
@@ -112,7 +107,8 @@ def test_numeric_flags_out_of_range_are_refused_by_name(flag, value, message, tm
 
 def test_every_range_checked_flag_exists():
     """A misspelt name in the table would check nothing."""
-    from mtl_model.arguments import ARGUMENT_CLASSES, NUMERIC_RANGES
+    from mtl_model.arguments import ARGUMENT_CLASSES
+    from mtl_model.parsing import NUMERIC_RANGES
 
     fields = {field.name for group in ARGUMENT_CLASSES for field in dataclasses.fields(group)}
     assert set(NUMERIC_RANGES) <= fields
@@ -127,3 +123,13 @@ def test_memory_is_not_pinned_without_an_accelerator(tmp_path):
 def test_the_count_of_real_tokens_can_be_asked_for_by_flag(tmp_path):
     argv = ["--output_dir", str(tmp_path), "--include_num_input_tokens_seen", "non_padding"]
     assert parse_arguments(argv)[2].include_num_input_tokens_seen == "non_padding"
+
+
+def test_onnx_runtime_predicts_in_its_own_batch_size_unless_one_is_given(tmp_path):
+    from mtl_model.arguments import ONNX_EVAL_BATCH_SIZE
+    from mtl_model.parsing import onnx_batch_size
+
+    _, _, training_args, given = parse_arguments(["--output_dir", str(tmp_path)])
+    assert onnx_batch_size(training_args, given) == ONNX_EVAL_BATCH_SIZE != training_args.per_device_eval_batch_size
+    _, _, training_args, given = parse_arguments(["--output_dir", str(tmp_path), "--per_device_eval_batch_size", "8"])
+    assert onnx_batch_size(training_args, given) == 8

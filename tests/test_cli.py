@@ -226,28 +226,6 @@ def test_validation_is_predicted_once_and_the_config_saved_once(tiny_bert_dir, t
     assert (out / "evaluation" / "validation_mood.csv").is_file()
 
 
-def test_int8_inference_predicts_in_int8_and_saves_the_float_model(tiny_bert_dir, tmp_path):
-    train = write_jsonl(tmp_path / "train.jsonl", list_records(16))
-    test = write_jsonl(tmp_path / "test.jsonl", list_records(8, offset=5))
-    outputs = {}
-    for name, extra in {"float": [], "int8": ["--int8_inference"]}.items():
-        outputs[name] = tmp_path / name
-        args = base_args(tiny_bert_dir, outputs[name], "--train_file", str(train), "--test_file", str(test))
-        assert cli([*args, "--task_columns", "mood,topic", "--do_train", "--do_predict", *extra]) == 0
-
-    def scores(name: str) -> list[float]:
-        return [value for row in read_predictions(outputs[name]) for task in ("mood", "topic")
-                for value in row[task]["scores"].values()]  # fmt: skip
-
-    assert scores("int8") != scores("float")  # the test split really ran in int8...
-    assert scores("int8") == pytest.approx(scores("float"), abs=0.02)  # ...close to float
-    float_weights, int8_run_weights = (load_file(outputs[name] / "model.safetensors") for name in outputs)
-    assert int8_run_weights.keys() == float_weights.keys()  # the saved model is the float one
-    assert all(torch.equal(int8_run_weights[key], float_weights[key]) for key in float_weights)
-    assert "The test figures come from int8 inference" in (outputs["int8"] / "README.md").read_text()
-    assert "int8 inference" not in (outputs["float"] / "README.md").read_text()
-
-
 def test_loss_and_dropout_options_and_capped_pos_weight_reach_the_saved_config(tiny_bert_dir, tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", list_records(16))
     dev = write_jsonl(tmp_path / "dev.jsonl", list_records(4))  # so that all 16 rows stay in training
@@ -369,7 +347,7 @@ def run_expecting_error(capsys, tiny_bert_dir, tmp_path, args, *fragments):
             ["--loss_type", "asl", "--pos_weight_cap", "5"],
             "--pos_weight_cap applies to --loss_type bce and focal only",
         ),
-        (["--int8_inference"], "--int8_inference applies to the test predictions: add --do_predict"),
+        (["--int8_inference"], "--int8_inference was retired; use --inference_backend onnx-int8"),
     ],
 )
 def test_conflicting_or_wrong_flags(capsys, tiny_bert_dir, tmp_path, extra, expected):

@@ -12,9 +12,9 @@ import pytest
 from helpers import WIDE_HEADER, base_args, list_records, wide_records, write_csv, write_jsonl
 from transformers import AutoTokenizer
 
-from mtl_model.arguments import parse_arguments
 from mtl_model.data import encode_splits, load_raw_splits, resolve_tasks
 from mtl_model.errors import ArgumentError, DataError
+from mtl_model.parsing import parse_arguments
 from run_mtl_classification import cli
 
 

@@ -223,17 +223,3 @@ def test_predict_batches_longest_first_and_keeps_input_order(tiny_bert_dir):
     assert model.predict(texts, tokenizer, batch_size=2) == one_by_one
     longest = max(len(tokenizer(text)["input_ids"]) for text in texts)
     assert batch_lengths[0] == longest and batch_lengths == sorted(batch_lengths, reverse=True)
-
-
-def test_int8_copy_quantizes_the_encoder_only_and_leaves_the_model_alone():
-    model = tiny_model()
-    quantized = model.quantized_for_cpu()
-    encoder_linears = [module for module in quantized.bert.modules() if type(module).__name__ == "Linear"]
-    assert encoder_linears and all(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in encoder_linears)
-    assert all(type(head) is torch.nn.Linear for head in quantized.heads)
-    assert all(type(m) is torch.nn.Linear for m in model.modules() if isinstance(m, torch.nn.Linear))
-    batch = random_batch()
-    with torch.no_grad():
-        float_logits, int8_logits = model(**batch).logits, quantized(**batch).logits
-    assert not torch.equal(float_logits, int8_logits)  # it really runs in int8...
-    torch.testing.assert_close(int8_logits, float_logits, atol=0.02, rtol=0)  # ...close to float

@@ -145,13 +145,14 @@ def test_the_cli_predicts_through_onnx_runtime_with_the_same_labels(tiny_bert_di
 
 
 @pytest.mark.parametrize(
-    "backend, do_predict, int8, message",
+    "backend, do_predict, world_size, message",
     [
-        ("onnx", False, False, "--inference_backend onnx applies to the test predictions: add --do_predict"),
-        ("onnx-int8", True, True, "--inference_backend onnx-int8 and --int8_inference exclude each other"),
+        ("onnx", False, 1, "--inference_backend onnx applies to the test predictions: add --do_predict"),
+        ("onnx-int8", True, 2, "--inference_backend onnx-int8 predicts in one process"),
     ],
 )
-def test_onnx_prediction_is_refused_where_it_would_not_apply(backend, do_predict, int8, message):
-    model_args = SimpleNamespace(inference_backend=backend, int8_inference=int8)
+def test_onnx_prediction_is_refused_where_it_would_not_apply(backend, do_predict, world_size, message):
+    training_args = SimpleNamespace(do_predict=do_predict, world_size=world_size)
     with pytest.raises(ArgumentError, match=message):
-        check_inference_backend(model_args, SimpleNamespace(do_predict=do_predict, world_size=1))
+        check_inference_backend(SimpleNamespace(inference_backend=backend), training_args)
+    check_inference_backend(SimpleNamespace(inference_backend="torch"), training_args)  # PyTorch: nothing to refuse

@@ -11,7 +11,6 @@ from transformers import AutoTokenizer, DataCollatorWithPadding, TrainingArgumen
 
 from mtl_model import BertForMultiTaskMultiLabel, BertMultiTaskConfig
 from mtl_model.arguments import MultiTaskTrainingArguments
-from mtl_model.errors import ArgumentError
 from mtl_model.metrics import build_compute_metrics
 from mtl_model.trainer import MultiTaskTrainer, ReleaseFreedMemory
 
@@ -161,30 +160,6 @@ def test_length_grouped_sampler_reads_the_stored_lengths(tmp_path):
     sampler = trainer._get_train_sampler()
     assert sampler.lengths == stored
     assert sorted(sampler) == list(range(len(dataset)))  # every row once
-
-
-def test_int8_inference_predicts_with_the_int8_copy_and_restores_the_float_model(tmp_path, tiny_bert_dir):
-    model = tiny_model().eval()
-    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
-    trainer = MultiTaskTrainer(model=model, args=args, data_collator=DataCollatorWithPadding(
-        AutoTokenizer.from_pretrained(tiny_bert_dir)))  # fmt: skip
-    dataset = tiny_dataset()
-    float_logits = trainer.predict(dataset).predictions
-    with trainer.int8_inference():
-        assert trainer.model is not model
-        int8_logits = trainer.predict(dataset).predictions
-    assert trainer.model is model and trainer.model_wrapped is model
-    assert not np.array_equal(int8_logits, float_logits)
-    np.testing.assert_allclose(int8_logits, float_logits, atol=0.02)
-
-
-def test_int8_inference_is_refused_off_the_cpu_before_the_model_is_swapped():
-    model = tiny_model()
-    on_a_gpu = SimpleNamespace(args=SimpleNamespace(device=torch.device("cuda")), model=model, model_wrapped=model)
-    with pytest.raises(ArgumentError, match="int8 inference runs on the CPU only; this run uses cuda"):
-        with MultiTaskTrainer.int8_inference(on_a_gpu):
-            pass
-    assert on_a_gpu.model is model and on_a_gpu.model_wrapped is model
 
 
 def test_training_on_the_cpu_trims_the_heap_every_n_steps(tmp_path, tiny_bert_dir, monkeypatch):

@@ -1,0 +1,174 @@
+"""From the command line (flags, or a JSON/YAML file and flags that override it) to the argument dataclasses, with
+the checks that must run before any data or model loads, and the defaults that depend on what the user gave."""
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+from .arguments import ARGUMENT_CLASSES, ONNX_EVAL_BATCH_SIZE, DataTrainingArguments, ModelArguments
+from .errors import ArgumentError
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE_SUFFIXES = (".json", ".yaml", ".yml")
+DEFAULT_METRIC = "macro_f1"
+
+
+def at_least(low):
+    return lambda value: value >= low, f"at least {low}"
+
+
+def fraction_below_one():
+    return lambda value: 0 <= value < 1, "in [0, 1)"
+
+
+# Every numeric flag a bad value of which would fail late (a traceback deep in training) or silently mean nothing:
+# its allowed values, checked once parsed, before any data or model loads. None (unset) is always allowed.
+NUMERIC_RANGES = {
+    "max_seq_length": at_least(1),
+    "max_train_samples": at_least(1),
+    "max_eval_samples": at_least(1),
+    "max_predict_samples": at_least(1),
+    "validation_split_percentage": (lambda value: 1 <= value <= 99, "from 1 to 99"),
+    "preprocessing_num_workers": at_least(1),
+    "min_positives_to_tune": at_least(1),
+    "prediction_top_k": at_least(1),
+    "early_stopping_patience": at_least(1),
+    "early_stopping_threshold": at_least(0),
+    "classifier_dropout": fraction_below_one(),
+    "attention_dropout": fraction_below_one(),
+    "focal_gamma": at_least(0),
+    "asl_gamma_positive": at_least(0),
+    "asl_gamma_negative": at_least(0),
+    "asl_clip": fraction_below_one(),
+    "pos_weight_cap": (lambda value: value > 0, "above 0"),
+    "head_learning_rate": at_least(0),
+    "learning_rate": at_least(0),
+    "weight_decay": at_least(0),
+    "max_grad_norm": at_least(0),
+    "num_train_epochs": at_least(0),
+    "warmup_steps": at_least(0),
+    "per_device_train_batch_size": at_least(1),
+    "per_device_eval_batch_size": at_least(1),
+    "gradient_accumulation_steps": at_least(1),
+    "eval_accumulation_steps": at_least(1),
+    "save_total_limit": at_least(1),
+    "dataloader_num_workers": at_least(0),
+    "seed": at_least(0),
+    "malloc_trim_steps": (lambda value: value >= 0, "0 (never) or a positive step count"),
+}
+
+
+def check_numeric_ranges(arguments) -> None:
+    """Each flag of `NUMERIC_RANGES` that an argument dataclass holds, within its range; else name the flag."""
+    for name, (allowed, description) in NUMERIC_RANGES.items():
+        value = getattr(arguments, name, None)
+        if value is not None and not isinstance(value, bool) and not allowed(value):
+            raise ArgumentError(f"--{name} must be {description}, not {value}")
+
+
+def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments, set[str]]:
+    """Flags, or a JSON/YAML file optionally followed by flags that override it, → the three argument dataclasses
+    and the set of keys the user gave."""
+    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    given = {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
+    check_retired(given, "")
+    if argv and argv[0].endswith(CONFIG_FILE_SUFFIXES):
+        file_values = read_config_file(argv[0])
+        # HfArgumentParser's own parse_json_file / parse_yaml_file build the dataclasses from the file alone: no
+        # flags on top, and no conversion (YAML reads `2e-5` as a string). So, as trl's TrlParser does, the file's
+        # values become the parser's defaults: flags after the file override them, and argparse converts a string
+        # default with its field's type exactly as it converts the same value given as a flag.
+        parser.set_defaults(**file_values)
+        given |= set(file_values)
+        argv = argv[1:]
+    try:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    except ArgumentError:
+        raise
+    except ValueError as error:  # e.g. TrainingArguments' own consistency checks
+        raise ArgumentError(str(error)) from None
+    for arguments in (model_args, data_args, training_args):
+        check_choices(arguments)
+        check_numeric_ranges(arguments)
+    return model_args, data_args, training_args, given
+
+
+def read_config_file(path: str) -> dict:
+    """The JSON or YAML mapping of a config file, every key an argument of ours; else an error naming the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (OSError, json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ArgumentError(f"{path}: cannot read the config file: {error}") from None
+    if not isinstance(values, dict):
+        raise ArgumentError(f"{path}: expected a mapping of argument names to values")
+    check_retired(set(values), f"{path}: ")
+    known = {argument.name for group in ARGUMENT_CLASSES for argument in dataclasses.fields(group) if argument.init}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ArgumentError(f"{path}: unknown keys {unknown}; see `run_mtl_classification.py --help`")
+    return values
+
+
+# Flags of earlier versions, and what replaced them.
+RETIRED_FLAGS = {
+    "int8_inference": "--inference_backend onnx-int8 (ONNX Runtime's int8, faster at no worse F1 than torch.ao's "
+    'deprecated dynamic quantisation: BENCHMARKS.md, "Deploy")',
+}
+
+
+def check_retired(names: set[str], where: str) -> None:
+    for name in sorted(names & RETIRED_FLAGS.keys()):
+        raise ArgumentError(f"{where}--{name} was retired; use {RETIRED_FLAGS[name]}")
+
+
+def check_choices(arguments) -> None:
+    """Each field with `choices` holds one of them. argparse checks the choices of flags only, not of the defaults
+    that a config file sets."""
+    for argument in dataclasses.fields(arguments):
+        choices = argument.metadata.get("choices")
+        value = getattr(arguments, argument.name)
+        if choices and value is not None and value not in choices:
+            raise ArgumentError(f"--{argument.name} must be one of {list(choices)}, not {value!r}")
+
+
+def onnx_batch_size(training_args, given: set[str]) -> int:
+    """Prediction through ONNX Runtime: --per_device_eval_batch_size when given, else ONNX Runtime's own default
+    (evaluation, in PyTorch, keeps the other)."""
+    return training_args.per_device_eval_batch_size if "per_device_eval_batch_size" in given else ONNX_EVAL_BATCH_SIZE
+
+
+def resolve_early_stopping(
+    training_args: TrainingArguments, data_args: DataTrainingArguments, given: set[str]
+) -> TrainingArguments:
+    """Make early stopping and best-model loading work from one flag, instead of assertions once training starts.
+
+    With `--early_stopping_patience`, evaluation and saving default to every epoch and the best model is loaded at
+    the end. When the user named no `metric_for_best_model`, TrainingArguments quietly picks `loss`; we pick the
+    overall macro F1 instead.
+    """
+    changes = {}
+    if data_args.early_stopping_patience is not None:
+        if training_args.eval_strategy == "no":
+            if "eval_strategy" in given:
+                raise ArgumentError("--early_stopping_patience needs evaluations: --eval_strategy must not be 'no'")
+            changes.update(eval_strategy="epoch", save_strategy="epoch")
+            logger.info("Early stopping: evaluating and saving every epoch")
+        elif training_args.save_strategy != training_args.eval_strategy and "save_strategy" not in given:
+            changes.update(save_strategy=training_args.eval_strategy.value)
+        changes["load_best_model_at_end"] = True
+    if (changes.get("load_best_model_at_end") or training_args.load_best_model_at_end) and (
+        "metric_for_best_model" not in given
+    ):
+        changes.update(metric_for_best_model=DEFAULT_METRIC, greater_is_better=True)
+    if not changes:
+        return training_args
+    try:
+        return dataclasses.replace(training_args, **changes)
+    except ValueError as error:
+        raise ArgumentError(f"Early stopping / best model flags: {error}") from None
