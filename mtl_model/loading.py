@@ -128,7 +128,15 @@ def build_config(
             f"--model_name_or_path {model_name_or_path} holds the tasks {list(base.tasks)} in this order; give "
             f"them in that order (--task_columns / --wide_tasks), not as {list(tasks)}"
         )
-    if isinstance(base, MultiTaskConfig) and base.tasks == tasks:
+    if isinstance(base, MultiTaskConfig) and base.tasks != tasks:
+        # Its heads are shaped for its own labels: loading them would stop on a size mismatch, or, at equal sizes,
+        # score other labels. Fine-tuning on new labels with fresh heads is not built yet.
+        raise ArgumentError(
+            f"--model_name_or_path {model_name_or_path} is a model of this recipe with other label sets "
+            f"({task_difference(base.tasks, tasks)}); give its label sets with --labels_file, or train from the "
+            "encoder checkpoint it started from"
+        )
+    if isinstance(base, MultiTaskConfig):
         base.pooling = pooling
         base.task_weights = {**base.task_weights, **(task_weights or {})}
         base.classifier_dropout = classifier_dropout if classifier_dropout is not None else base.classifier_dropout

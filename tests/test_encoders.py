@@ -3,6 +3,7 @@ model: loaded for real (every encoder weight is the checkpoint's), trained end t
 remote code in a fresh interpreter; and the checkpoints it must refuse, refused by name before training."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -264,3 +265,11 @@ def test_a_model_of_ours_given_its_tasks_in_another_order_is_refused(tiny_bert_d
     reordered = {"topic": TASKS["topic"], "mood": TASKS["mood"]}
     with pytest.raises(ArgumentError, match=r"holds the tasks \['mood', 'topic'\] in this order"):
         build_config(str(tmp_path), reordered, "mean")
+
+
+def test_a_model_of_ours_is_refused_for_other_label_sets_by_name(tiny_bert_dir, tmp_path):
+    tiny_model(tiny_bert_dir).save_pretrained(tmp_path)
+    other = {"mood": [*TASKS["mood"], "bored"], "topic": TASKS["topic"]}
+    expected = "model of this recipe with other label sets (task 'mood': labels only in the checkpoint [], only in "
+    with pytest.raises(ArgumentError, match=re.escape(expected + "this run's data ['bored'])")):
+        build_config(str(tmp_path), other, "mean")
