@@ -23,6 +23,7 @@ from mtl_model.data import (
     carve_validation,
     encode_splits,
     load_raw_splits,
+    read_label_hierarchy,
     resolve_tasks,
     select_first,
 )
@@ -70,6 +71,10 @@ def main(argv: list[str]) -> None:
     )
     check_metric_for_best_model(training_args, metric_names(tasks))
     task_weights = model_args.parsed_task_weights(tasks)
+    options = model_args.config_options(tasks)
+    hierarchy = read_label_hierarchy(data_args.label_hierarchy, tasks)
+    if hierarchy is not None:  # else a model of ours keeps the hierarchy it was trained with
+        options["label_hierarchy"] = hierarchy
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.tokenizer_name or model_args.model_name_or_path, cache_dir=model_args.cache_dir
     )
@@ -90,7 +95,7 @@ def main(argv: list[str]) -> None:
         model_args.classifier_dropout,
         model_args.cache_dir,
         model_args.attention_dropout,
-        **model_args.loss_options(),
+        **options,
         pos_weight=pos_weight,
     )
     model = load_model(model_args.model_name_or_path, config, model_args.cache_dir, model_args.attn_implementation)
@@ -126,7 +131,8 @@ def main(argv: list[str]) -> None:
     if data_args.tune_thresholds or training_args.do_eval:
         validation = trainer.predict(encoded["validation"], metric_key_prefix="eval")
     if data_args.tune_thresholds:
-        thresholds = trainer.tune_thresholds(validation, data_args.min_positives_to_tune)
+        objective = data_args.threshold_objective
+        thresholds = trainer.tune_thresholds(validation, data_args.min_positives_to_tune, objective)
         logger.info("Thresholds tuned on the validation split: %s", thresholds)
     if training_args.do_train:
         trainer.save_model()  # the weights and the config, with the tuned thresholds
@@ -146,7 +152,7 @@ def main(argv: list[str]) -> None:
         # Also under the Trainer's usual `predict_` names, so that runs compare with other Trainer scripts.
         metrics.update({f"predict_{key[5:]}": value for key, value in output.metrics.items() if key.endswith(SPEED)})
         if data_args.tune_thresholds and output.label_ids is not None:
-            metrics.update(metrics_at_threshold(output.predictions, output.label_ids, model.config.tasks, "test"))
+            metrics.update(metrics_at_threshold(output.predictions, output.label_ids, model.config, "test"))
         trainer.log_metrics("test", output.metrics)
         if trainer.is_world_process_zero():
             test = raw["test"].select(range(len(encoded["test"])))

@@ -68,6 +68,20 @@ def f1_scores(
     }
 
 
+def logits_and_labels(model, tokenizer, split: str, max_length: int = 128):
+    """One GoEmotions split's logits and multi-hot labels, both [rows, total_labels] numpy in the config's order."""
+    import numpy as np  # as torch in gpu_model: only the scripts that load a model need it
+
+    rows = [json.loads(line) for line in (DATA / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
+    logits = model.logits([row["text"] for row in rows], tokenizer, max_length=max_length).numpy()
+    labels = np.zeros_like(logits)
+    names = model.config.label_names
+    for index, row in enumerate(rows):
+        for task in model.config.tasks:
+            labels[index, [names.index(f"{task}/{label}") for label in row[task]]] = 1
+    return logits, labels
+
+
 def mean_over_seeds(by_seed: list):
     """The element-wise mean of same-shaped nested dicts of scores (one per seed), rounded to 4 decimals."""
     first = by_seed[0]

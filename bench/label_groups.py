@@ -13,32 +13,20 @@ have to be made on validation.
 """
 
 import argparse
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 from goemotions import run_directory
-from harness import DATA, REPO, RESULTS, read_json, write_results
+from harness import DATA, REPO, RESULTS, logits_and_labels, read_json, write_results
 from transformers import AutoTokenizer
 
 from mtl_model import BertForMultiTaskMultiLabel
-from mtl_model.metrics import multitask_metrics, sigmoid, tune_thresholds
+from mtl_model.metrics import multitask_metrics, tune_thresholds
+from mtl_model.modeling_mtl import label_scores
 
 GROUPED_TASKS = ("ekman", "sentiment")
 ALPHAS = (0.25, 0.5, 0.75, 1.0)
-
-
-def logits_and_labels(model, tokenizer, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """One split's logits and multi-hot labels, both [rows, total_labels] in the config's order."""
-    rows = [json.loads(line) for line in (DATA / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
-    logits = model.logits([row["text"] for row in rows], tokenizer, max_length=128).numpy()
-    labels = np.zeros_like(logits)
-    names = model.config.label_names
-    for index, row in enumerate(rows):
-        for task in model.config.tasks:
-            labels[index, [names.index(f"{task}/{label}") for label in row[task]]] = 1
-    return logits, labels
 
 
 def emotions_under(hierarchy: dict[str, list[str]], node: str) -> list[str]:
@@ -50,7 +38,7 @@ def emotions_under(hierarchy: dict[str, list[str]], node: str) -> list[str]:
 
 def mixed_logits(logits: np.ndarray, config, hierarchy: dict, alpha: float, group_score: str) -> np.ndarray:
     """Each grouped task's probabilities mixed with its groups' emotion scores, back as logits [rows, labels]."""
-    probabilities = sigmoid(logits)
+    probabilities = label_scores(logits, config)
     emotions = probabilities[:, config.task_slices["emotion"]]  # [rows, 28]
     mixed = logits.astype(np.float64)
     for task in GROUPED_TASKS:
@@ -69,9 +57,9 @@ def mixed_logits(logits: np.ndarray, config, hierarchy: dict, alpha: float, grou
 
 def scores(config, validation: tuple, test: tuple) -> dict:
     """Thresholds tuned on validation; macro-F1 on validation and test, micro-F1 on test, per task."""
-    thresholds = tune_thresholds(*validation, config.tasks)
-    on_validation = multitask_metrics(*validation, config.tasks, thresholds)
-    on_test = multitask_metrics(*test, config.tasks, thresholds)
+    thresholds = np.array(config.per_label(tune_thresholds(*validation, config)))
+    on_validation = multitask_metrics(*validation, config, thresholds)
+    on_test = multitask_metrics(*test, config, thresholds)
     return {
         task: {
             "validation_macro_f1": round(on_validation[f"{task}_macro_f1"], 4),

@@ -9,7 +9,13 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
-from .configuration_mtl import LOSS_CHOICES, POOLING_CHOICES, POS_WEIGHT_LOSSES
+from .configuration_mtl import (
+    HIERARCHY_LOSS_CHOICES,
+    LOSS_CHOICES,
+    POOLING_CHOICES,
+    POS_WEIGHT_LOSSES,
+    THRESHOLD_OBJECTIVES,
+)
 from .errors import ArgumentError
 
 BUNDLED_ENCODER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -87,6 +93,27 @@ class ModelArguments:
         default=3e-3,
         metadata={"help": "Peak learning rate of the task heads; the encoder uses --learning_rate (BENCHMARKS.md)."},
     )
+    label_correlation_weight: str | None = field(
+        default=None,
+        metadata={"help": "Mix SpanEmo's label-correlation loss into each task's loss with this weight (0.2 in the "
+                  "paper), or per task, e.g. 'emotion=0.2'; none by default."},
+    )  # fmt: skip
+    hierarchy_constraint: bool = field(
+        default=True,
+        metadata={"help": "With --label_hierarchy: raise each parent's score to its descendants' highest and "
+                  "predict the parents of every predicted label (C-HMCNN), so no prediction breaks the hierarchy. "
+                  "'false' keeps the hierarchy for the violation metric only."},
+    )  # fmt: skip
+    hierarchy_loss: str = field(
+        default="none",
+        metadata={"help": "With --label_hierarchy: none, or mcloss (C-HMCNN's loss on the constrained scores).",
+                  "choices": list(HIERARCHY_LOSS_CHOICES)},
+    )  # fmt: skip
+    at_least_one_label: str | None = field(
+        default=None,
+        metadata={"help": "Tasks (comma-separated) where a text with no label over its threshold gets its "
+                  "highest-scoring label, e.g. 'emotion,ekman,sentiment'."},
+    )  # fmt: skip
 
     inference_backend: str = field(
         default="torch",
@@ -103,23 +130,43 @@ class ModelArguments:
         if self.pos_weight_cap and self.loss_type not in POS_WEIGHT_LOSSES:
             raise ArgumentError(f"--pos_weight_cap applies to --loss_type {' and '.join(POS_WEIGHT_LOSSES)} only")
 
-    def loss_options(self) -> dict:
-        """The loss fields of the model config."""
-        names = ("loss_type", "focal_gamma", "asl_gamma_positive", "asl_gamma_negative", "asl_clip")
-        return {name: getattr(self, name) for name in names}
+    def config_options(self, tasks: dict[str, list[str]]) -> dict:
+        """The loss, hierarchy and decoding fields of the model config."""
+        names = ("loss_type", "focal_gamma", "asl_gamma_positive", "asl_gamma_negative", "asl_clip",
+                 "hierarchy_constraint", "hierarchy_loss")  # fmt: skip
+        at_least_one = split_list(self.at_least_one_label)
+        check_tasks_named("--at_least_one_label", at_least_one, tasks)
+        return {
+            **{name: getattr(self, name) for name in names},
+            "label_correlation": per_task_numbers("--label_correlation_weight", self.label_correlation_weight, tasks),
+            "at_least_one": at_least_one,
+        }
 
     def parsed_task_weights(self, tasks: dict[str, list[str]]) -> dict[str, float]:
-        weights = {}
-        for item in filter(None, (piece.strip() for piece in (self.task_weights or "").split(","))):
-            task, _, value = item.partition("=")
-            try:
-                weights[task.strip()] = float(value)
-            except ValueError:
-                raise ArgumentError(f"--task_weights: {item!r} is not 'task=number'") from None
-        unknown = sorted(set(weights) - set(tasks))
-        if unknown:
-            raise ArgumentError(f"--task_weights names unknown tasks {unknown}; tasks are {list(tasks)}")
-        return weights
+        return per_task_numbers("--task_weights", self.task_weights, tasks)
+
+
+def per_task_numbers(flag: str, value: str | None, tasks: dict[str, list[str]]) -> dict[str, float]:
+    """'0.2' (every task) or 'task=number,…' (the tasks named) → {task: number}; {} when not given."""
+    try:
+        return dict.fromkeys(tasks, float(value)) if value is not None else {}
+    except ValueError:
+        pass
+    numbers = {}
+    for item in split_list(value):
+        task, _, number = item.partition("=")
+        try:
+            numbers[task.strip()] = float(number)
+        except ValueError:
+            raise ArgumentError(f"{flag}: {item!r} is not a number or 'task=number'") from None
+    check_tasks_named(flag, list(numbers), tasks)
+    return numbers
+
+
+def check_tasks_named(flag: str, named: list[str], tasks: dict[str, list[str]]) -> None:
+    unknown = sorted(set(named) - set(tasks))
+    if unknown:
+        raise ArgumentError(f"{flag} names unknown tasks {unknown}; tasks are {list(tasks)}")
 
 
 @dataclass
@@ -158,8 +205,21 @@ class DataTrainingArguments:
         metadata={"help": "After training, set each label's threshold to maximise its F1 on the validation split."},
     )
     min_positives_to_tune: int = field(
-        default=5, metadata={"help": "Labels with fewer validation positives keep the threshold 0.5."}
-    )
+        default=5,
+        metadata={"help": "Labels with fewer validation positives take their task's tuned threshold (the one of the "
+                  "best micro-F1)."},
+    )  # fmt: skip
+    threshold_objective: str = field(
+        default="label_f1",
+        metadata={"help": "What --tune_thresholds maximises: label_f1 (each label's own F1: best for macro-F1) or "
+                  "micro_f1 (each task's micro-F1, one threshold per task).", "choices": list(THRESHOLD_OBJECTIVES)},
+    )  # fmt: skip
+    label_hierarchy: str | None = field(
+        default=None,
+        metadata={"help": "JSON file mapping each parent \"task/label\" to its children \"task/label\" in other tasks "
+                  "(e.g. {\"ekman/joy\": [\"emotion/joy\", \"emotion/amusement\"]}): decoding follows it "
+                  "(--hierarchy_constraint) and metrics count its violations."},
+    )  # fmt: skip
     prediction_scores: str = field(
         default="all",
         metadata={"help": "Scores in predictions.jsonl beside each task's labels: all (every label's), top_k (the "
@@ -258,6 +318,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
 
     # Training on the CPU, glibc keeps the freed blocks of ever different batch shapes, and the process grows; see
     # BENCHMARKS.md ("Peak RSS") for what trimming saves and costs.
+    ema_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Keep an exponential moving average of the weights with this decay per optimizer step "
+            "(e.g. 0.999): evaluated, tuned and saved as the model; none by default."
+        },
+    )
     malloc_trim_steps: int = field(
         default=10,
         metadata={"help": "Training on the CPU under glibc (Linux), give freed memory back to the system every N "

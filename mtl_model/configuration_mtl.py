@@ -10,6 +10,9 @@ from transformers.configuration_utils import SubConfigSpec
 POOLING_CHOICES = ("mean", "cls", "pooler")
 LOSS_CHOICES = ("bce", "focal", "asl")
 POS_WEIGHT_LOSSES = ("bce", "focal")  # ASL weighs positives by its own exponents instead
+HIERARCHY_LOSS_CHOICES = ("none", "mcloss")
+# What threshold tuning maximises: each label's own F1, or its task's micro-F1 (one threshold per task).
+THRESHOLD_OBJECTIVES = ("label_f1", "micro_f1")
 TASK_LABEL_SEPARATOR = "/"
 # The label value of an entry whose task is not annotated for that example: left out of the loss and metrics.
 IGNORE_INDEX = -100
@@ -40,7 +43,8 @@ class MultiTaskConfig(PreTrainedConfig):
         task_weights (`dict[str, float]`, *optional*):
             Weight of each task's loss in the summed loss (default 1.0 per task).
         thresholds (`dict[str, list[float]]`, *optional*):
-            Per-label decision thresholds on the sigmoid score (default 0.5 per label).
+            Per-label decision thresholds on the label's score (its sigmoid, constrained under a hierarchy; default
+            0.5 per label).
         pooling (`str`, *optional*, defaults to `"mean"`):
             How a text becomes one vector: `"mean"` (masked mean of the last hidden states), `"cls"` (the first
             token's hidden state) or `"pooler"` (the encoder's own pooler, for encoders that have one, e.g. BERT's
@@ -55,6 +59,22 @@ class MultiTaskConfig(PreTrainedConfig):
             p_m^asl_gamma_negative with p_m = max(p - asl_clip, 0)).
         pos_weight (`dict[str, list[float]]`, *optional*):
             Per-label weight of the positive term of the BCE (e.g. capped negative/positive ratios); none by default.
+        label_correlation (`dict[str, float]`, *optional*):
+            Per task, the weight w of SpanEmo's label-correlation loss (Alhuzali & Ananiadou, EACL 2021): the task's
+            loss is (1 - w) · its entry loss + w · the mean over (absent, present) label pairs of
+            exp(p_absent - p_present). Tasks not named: none.
+        label_hierarchy (`dict[str, list[str]]`, *optional*):
+            Parent "task/label" → its children "task/label", children in other tasks than their parent, each label
+            under one parent at most, no cycle (e.g. `{"ekman/joy": ["emotion/joy", "emotion/amusement"]}`).
+        hierarchy_constraint (`bool`, *optional*, defaults to `True`):
+            With a hierarchy, decode consistently (C-HMCNN, Giunchiglia & Lukasiewicz, NeurIPS 2020): each label's
+            score is raised to the highest score of its descendants, and the ancestors of every predicted label
+            are predicted. False keeps the hierarchy for the violation metric only.
+        hierarchy_loss (`str`, *optional*, defaults to `"none"`):
+            `"mcloss"`: C-HMCNN's max-constraint loss: the entry loss of a label is taken on its constrained score,
+            over its positive descendants only when the label is present.
+        at_least_one (`list[str]`, *optional*):
+            Tasks where a row with no label over its threshold gets its highest-scoring label.
     """
 
     model_type = "multitask_multilabel"
@@ -75,6 +95,11 @@ class MultiTaskConfig(PreTrainedConfig):
     asl_gamma_negative: float = 4.0
     asl_clip: float = 0.05
     pos_weight: dict[str, list[float]] | None = None
+    label_correlation: dict[str, float] | None = None
+    label_hierarchy: dict[str, list[str]] | None = None
+    hierarchy_constraint: bool = True
+    hierarchy_loss: str = "none"
+    at_least_one: list[str] | None = None
 
     def __post_init__(self, **kwargs):
         if isinstance(self.encoder, dict):
@@ -95,6 +120,18 @@ class MultiTaskConfig(PreTrainedConfig):
         if self.pos_weight is not None:
             self.pos_weight = _complete_per_label(self.tasks, self.pos_weight, 1.0, "pos_weight")
         self.task_weights = {task: float((self.task_weights or {}).get(task, 1.0)) for task in self.tasks}
+        self.label_correlation = {task: float(w) for task, w in (self.label_correlation or {}).items() if w}
+        self.at_least_one = list(self.at_least_one or [])
+        for option, named in (("label_correlation", self.label_correlation), ("at_least_one", self.at_least_one)):
+            unknown = sorted(set(named) - set(self.tasks))
+            if unknown:
+                raise ValueError(f"{option} names tasks {unknown} that are not among {list(self.tasks)}")
+        if self.label_hierarchy:
+            check_label_hierarchy(self.tasks, self.label_hierarchy)
+        if self.hierarchy_loss not in HIERARCHY_LOSS_CHOICES:
+            raise ValueError(f"hierarchy_loss must be one of {HIERARCHY_LOSS_CHOICES}, got {self.hierarchy_loss!r}")
+        if self.hierarchy_loss != "none" and not self.label_hierarchy:
+            raise ValueError(f"hierarchy_loss={self.hierarchy_loss!r} needs a label_hierarchy")
         self.thresholds = _complete_per_label(self.tasks, self.thresholds or {}, 0.5, "thresholds")
         if self.tasks:
             # The stock pipeline and AutoModelForSequenceClassification users see every label as "task/label".
@@ -151,6 +188,17 @@ class MultiTaskConfig(PreTrainedConfig):
         """Where each task's labels sit in the concatenated logits."""
         return task_slices(self.tasks)
 
+    @property
+    def descendants(self) -> dict[int, list[int]]:
+        """Logit index of each label with children → the logit indices of all its descendants (children,
+        grandchildren, …); empty without a hierarchy."""
+        return descendant_indices(self.label_names, self.label_hierarchy or {})
+
+    @property
+    def constrained(self) -> bool:
+        """Whether decoding applies the hierarchy (C-HMCNN's max constraint and the ancestors' closure)."""
+        return bool(self.label_hierarchy) and self.hierarchy_constraint
+
     def per_label(self, values: dict[str, list[float]]) -> list[float]:
         """`config.thresholds` or `config.pos_weight` as one value per label, in logit order."""
         return per_label_vector(self.tasks, values)
@@ -198,6 +246,46 @@ def _tasks_in_saved_order(tasks: dict, id2label: dict | None) -> dict[str, list[
     return {task: tasks[task] for task in order}
 
 
+def check_label_hierarchy(tasks: dict[str, list[str]], hierarchy: dict[str, list[str]]) -> None:
+    """A ValueError naming the first bad entry: an unknown task or label, a parent and child in one task, a label
+    under two parents, or a cycle."""
+    known = {f"{task}{TASK_LABEL_SEPARATOR}{label}" for task, labels in tasks.items() for label in labels}
+    parent_of = {}
+    for parent, children in hierarchy.items():
+        if not isinstance(children, list) or not all(isinstance(child, str) for child in children):
+            raise ValueError(f'{parent!r}: the children must be a list of "task/label", got {children!r}')
+        for name in (parent, *children):
+            task = name.split(TASK_LABEL_SEPARATOR, 1)[0]
+            if task not in tasks:
+                raise ValueError(f"{parent!r} → {name!r}: no task {task!r} (tasks: {list(tasks)})")
+            if name not in known:
+                raise ValueError(f"{parent!r} → {name!r}: task {task!r} has no such label")
+        for child in children:
+            if child.split(TASK_LABEL_SEPARATOR, 1)[0] == parent.split(TASK_LABEL_SEPARATOR, 1)[0]:
+                raise ValueError(f"{parent!r} → {child!r}: a parent and its child are in the same task")
+            if child in parent_of and parent_of[child] != parent:
+                raise ValueError(f"{child!r} is under two parents, {parent_of[child]!r} and {parent!r}")
+            parent_of[child] = parent
+    for start in parent_of:
+        path, label = [start], start
+        while label in parent_of:
+            label = parent_of[label]
+            if label in path:
+                raise ValueError(f"the hierarchy has a cycle: {' → '.join(reversed([*path, label]))}")
+            path.append(label)
+
+
+def descendant_indices(label_names: list[str], hierarchy: dict[str, list[str]]) -> dict[int, list[int]]:
+    """Parent → all its descendants, both as logit indices (see `MultiTaskConfig.descendants`)."""
+    index = {name: position for position, name in enumerate(label_names)}
+
+    def below(parent: str) -> list[str]:
+        return [found for child in hierarchy.get(parent, []) for found in (child, *below(child))]
+
+    return {index[parent]: sorted(index[child] for child in below(parent)) for parent, children in hierarchy.items()
+            if children}  # fmt: skip
+
+
 def per_label_vector(tasks: dict[str, list[str]], values: dict[str, list[float]]) -> list[float]:
     """A per-task mapping of per-label values (thresholds, pos_weight) → one value per label in logit order."""
     return [value for task in tasks for value in values[task]]
@@ -230,4 +318,4 @@ def _complete_per_label(
     return completed
 
 
-__all__ = ["BertMultiTaskConfig", "MultiTaskConfig", "per_label_vector", "task_slices"]
+__all__ = ["BertMultiTaskConfig", "MultiTaskConfig", "check_label_hierarchy", "per_label_vector", "task_slices"]

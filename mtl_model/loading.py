@@ -111,11 +111,11 @@ def build_config(
     classifier_dropout: float | None = None,
     cache_dir: str | None = None,
     attention_dropout: float | None = None,
-    **loss_options,
+    **options,
 ) -> MultiTaskConfig:
     """The encoder's config from the checkpoint (with `attention_dropout`, when given, as its dropout on the
-    attention probabilities); tasks, pooling and loss options (`loss_type`, `pos_weight`, … see `MultiTaskConfig`)
-    from us.
+    attention probabilities); tasks, pooling, loss, hierarchy and decoding options (`loss_type`, `pos_weight`,
+    `label_hierarchy`, `at_least_one`, … see `MultiTaskConfig`) from us.
 
     A model of ours with the same tasks keeps its config and tuned thresholds; the options given here replace its own.
     """
@@ -140,7 +140,7 @@ def build_config(
         base.pooling = pooling
         base.task_weights = {**base.task_weights, **(task_weights or {})}
         base.classifier_dropout = classifier_dropout if classifier_dropout is not None else base.classifier_dropout
-        for name, value in loss_options.items():
+        for name, value in options.items():
             setattr(base, name, value)
         config = base
     else:
@@ -150,7 +150,7 @@ def build_config(
             tasks=tasks,
             pooling=pooling,
             task_weights=task_weights,
-            **loss_options,
+            **options,
         )
     if pooling == "pooler" and not has_pooler(config):
         raise ArgumentError(f"--pooling pooler: the {encoder.model_type} encoder has no pooler; use mean or cls")

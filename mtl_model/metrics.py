@@ -1,25 +1,30 @@
-"""Per-task and overall F1 for multi-task, multi-label predictions with masked (not annotated) entries.
+"""Per-task and overall metrics for multi-task, multi-label predictions with masked (not annotated) entries.
 
-Each task's confusion counts come from scikit-learn, on the rows annotated for that task (each task masks other
-rows, so there is no single call for all); precision, recall and F1 are then derived from the counts, pooled over
-tasks for the overall micro figures. `evaluate`'s stock F1 loads from the Hub, which is why it is not used here.
+Predictions are decoded as the model decodes them (`label_scores`, `label_decisions`: thresholds, at-least-one,
+the label hierarchy). Each task's confusion counts come from scikit-learn, on the rows annotated for that task (each
+task masks other rows, so there is no single call for all); precision, recall and F1 are then derived from the
+counts, pooled over tasks for the overall micro figures. The example-based metrics and average precision are
+scikit-learn's. `evaluate`'s stock metrics load from the Hub, which is why it is not used here.
 """
 
+import copy
+
 import numpy as np
-from sklearn.metrics import multilabel_confusion_matrix
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    hamming_loss,
+    jaccard_score,
+    multilabel_confusion_matrix,
+)
 from transformers import EvalPrediction
 
-from .configuration_mtl import IGNORE_INDEX, per_label_vector, task_slices
+from .configuration_mtl import IGNORE_INDEX, task_slices
 from .errors import ArgumentError
+from .modeling_mtl import label_decisions, label_scores
 
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-
-
-def threshold_vector(tasks: dict[str, list[str]], thresholds: dict[str, list[float]]) -> np.ndarray:
-    """Per-label thresholds in logit order, shape [total_labels]."""
-    return np.array(per_label_vector(tasks, thresholds), dtype=np.float64)
+# Besides the F1 family: metrics of each task, and overall over the rows annotated for every task.
+EXAMPLE_BASED = ("jaccard", "hamming_loss", "subset_accuracy", "macro_ap")
 
 
 def confusion_counts(
@@ -61,52 +66,116 @@ def safe_divide(numerator, denominator):
 
 
 def multitask_metrics(
-    logits: np.ndarray, labels: np.ndarray, tasks: dict[str, list[str]], thresholds: dict[str, list[float]]
+    logits: np.ndarray, labels: np.ndarray, config, thresholds: np.ndarray | None = None
 ) -> dict[str, float]:
-    """logits, labels: [rows, total_labels] → "<task>_macro_f1", …, and overall "macro_f1"/"micro_f1" over all labels.
+    """logits, labels: [rows, total_labels] → per task "<task>_macro_f1", …, "<task>_jaccard", …, and overall
+    "macro_f1", …, "jaccard", …; with a label hierarchy, "hierarchy_violations" (the share of rows predicting a
+    label without its parent) and, when the constraint is on, the same share of the unconstrained scores at the
+    same thresholds ("hierarchy_violations_unconstrained"). Decoded at the config's thresholds, or `thresholds`
+    [total_labels].
 
     Entries labelled -100 (task not annotated for that row) count nowhere. A task with no annotated row is left out.
     """
-    predicted = sigmoid(logits) >= threshold_vector(tasks, thresholds)
-    tp, fp, fn = confusion_counts(predicted, labels, tasks)
-    metrics, annotated_labels = {}, []
-    for task, task_slice in task_slices(tasks).items():
-        if not (labels[:, task_slice] != IGNORE_INDEX).any():
+    scores = label_scores(logits, config)
+    predicted = label_decisions(scores, config, thresholds)
+    tp, fp, fn = confusion_counts(predicted, labels, config.tasks)
+    metrics, annotated_labels, precisions = {}, [], []
+    for task, task_slice in config.task_slices.items():
+        rows = labels[:, task_slice.start] != IGNORE_INDEX
+        if not rows.any():
             continue
         annotated_labels.append(np.arange(task_slice.start, task_slice.stop))
-        for name, value in f1_scores(tp[task_slice], fp[task_slice], fn[task_slice]).items():
-            metrics[f"{task}_{name}"] = value
+        truth = labels[rows, task_slice] == 1
+        precisions.append(average_precisions(truth, scores[rows, task_slice]))
+        task_metrics = {
+            **f1_scores(tp[task_slice], fp[task_slice], fn[task_slice]),
+            **example_based_scores(truth, predicted[rows, task_slice]),
+            "macro_ap": mean_or_zero(precisions[-1]),
+        }
+        metrics.update({f"{task}_{name}": value for name, value in task_metrics.items()})
     if annotated_labels:
         kept = np.concatenate(annotated_labels)
-        metrics.update(f1_scores(tp[kept], fp[kept], fn[kept]))
+        metrics.update(f1_scores(tp[kept], fp[kept], fn[kept]), macro_ap=mean_or_zero(np.concatenate(precisions)))
+        every_task = (labels[:, kept] != IGNORE_INDEX).all(axis=1)
+        if every_task.any():
+            metrics.update(example_based_scores(labels[every_task][:, kept] == 1, predicted[every_task][:, kept]))
+    if config.label_hierarchy:
+        metrics["hierarchy_violations"] = hierarchy_violations(predicted, config)
+    if config.constrained:
+        unconstrained = independent_decoding(config)
+        raw = label_decisions(label_scores(logits, unconstrained), unconstrained, thresholds)
+        metrics["hierarchy_violations_unconstrained"] = hierarchy_violations(raw, config)
     return metrics
 
 
+def example_based_scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """truth, predicted: bool [rows, labels] → example-based Jaccard (the mean over rows of |true ∩ predicted| /
+    |true ∪ predicted|, 1 for a row with neither: SemEval-2018 E-c's official metric), Hamming loss and subset
+    (exact-match) accuracy."""
+    return {
+        "jaccard": float(jaccard_score(truth, predicted, average="samples", zero_division=1.0)),
+        "hamming_loss": float(hamming_loss(truth, predicted)),
+        "subset_accuracy": float(accuracy_score(truth, predicted)),
+    }
+
+
+def average_precisions(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """truth: bool [rows, labels], scores [rows, labels] → the average precision of each label with a positive row
+    (undefined without one; scikit-learn would warn and count it as 0)."""
+    with_positives = truth.any(axis=0)
+    if not with_positives.any():
+        return np.zeros(0)
+    return np.atleast_1d(average_precision_score(truth[:, with_positives], scores[:, with_positives], average=None))
+
+
+def mean_or_zero(values: np.ndarray) -> float:
+    return float(values.mean()) if len(values) else 0.0
+
+
+def hierarchy_violations(predicted: np.ndarray, config) -> float:
+    """predicted: bool [rows, total_labels] → the share of rows predicting some label of the hierarchy without its
+    parent."""
+    index = {name: position for position, name in enumerate(config.label_names)}
+    edges = np.array([(index[parent], index[child]) for parent, children in config.label_hierarchy.items()
+                      for child in children])  # fmt: skip
+    if not len(edges) or not len(predicted):
+        return 0.0
+    orphans = predicted[:, edges[:, 1]] & ~predicted[:, edges[:, 0]]  # [rows, edges]
+    return float(orphans.any(axis=1).mean())
+
+
+def independent_decoding(config):
+    """The config decoding each label on its own sigmoid, the hierarchy kept for the violation metric only."""
+    unconstrained = copy.copy(config)
+    unconstrained.hierarchy_constraint = False
+    return unconstrained
+
+
 def metrics_at_threshold(
-    logits: np.ndarray, labels: np.ndarray, tasks: dict[str, list[str]], prefix: str, threshold: float = 0.5
+    logits: np.ndarray, labels: np.ndarray, config, prefix: str, threshold: float = 0.5
 ) -> dict[str, float]:
     """The same metrics with one threshold for every label, keyed "<prefix>_<metric>_at_<threshold>"."""
-    uniform = {task: [threshold] * len(names) for task, names in tasks.items()}
+    uniform = np.full(len(config.label_names), threshold)
     return {
         f"{prefix}_{key}_at_{threshold:g}": value
-        for key, value in multitask_metrics(logits, labels, tasks, uniform).items()
+        for key, value in multitask_metrics(logits, labels, config, uniform).items()
     }
 
 
 def build_compute_metrics(config):
-    """A `compute_metrics` for the Trainer that reads tasks and thresholds from the model config at call time, so
-    thresholds tuned after training are used by later evaluations."""
+    """A `compute_metrics` for the Trainer that reads the decoding (thresholds, hierarchy, at-least-one) from the
+    model config at call time, so thresholds tuned after training are used by later evaluations."""
 
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        return multitask_metrics(logits, prediction.label_ids, config.tasks, config.thresholds)
+        return multitask_metrics(logits, prediction.label_ids, config)
 
     return compute_metrics
 
 
 def metric_names(tasks: dict[str, list[str]]) -> list[str]:
-    """Every key `multitask_metrics` can return, without the "eval_" prefix."""
-    scores = list(f1_scores(np.zeros(1), np.zeros(1), np.zeros(1)))
+    """Every key of `multitask_metrics` that can rank checkpoints (`--metric_for_best_model`), without "eval_"."""
+    scores = [*f1_scores(np.zeros(1), np.zeros(1), np.zeros(1)), *EXAMPLE_BASED]
     return scores + [f"{task}_{score}" for task in tasks for score in scores]
 
 
@@ -115,27 +184,46 @@ THRESHOLD_GRID = np.round(np.arange(0.02, 0.981, 0.01), 2)
 
 
 def tune_thresholds(
-    logits: np.ndarray, labels: np.ndarray, tasks: dict[str, list[str]], min_positives: int = 5
+    logits: np.ndarray, labels: np.ndarray, config, min_positives: int = 5, objective: str = "label_f1"
 ) -> dict[str, list[float]]:
-    """Per label, the grid threshold that maximises the label's F1 on the given (validation) rows.
+    """Per label, the grid threshold on the decoding's scores (`label_scores`: constrained under a hierarchy) that
+    maximises, on the given (validation) rows, the label's own F1 (`objective="label_f1"`, best for macro-F1) or its
+    task's micro-F1 (`"micro_f1"`: one threshold for all labels of the task).
 
-    logits, labels: [rows, total_labels], -100 where not annotated. A label with fewer than `min_positives` positive
-    examples keeps 0.5: too few to tune without overfitting. Among equally good thresholds the median one is taken.
+    logits, labels: [rows, total_labels], -100 where not annotated. Under "label_f1" a label with fewer than
+    `min_positives` positive examples takes its task's micro-F1 threshold: too few to tune alone without
+    overfitting. Among equally good thresholds the median one is taken.
     """
-    scores, annotated, truth = sigmoid(logits), labels != IGNORE_INDEX, labels == 1
+    scores, annotated, truth = label_scores(logits, config), labels != IGNORE_INDEX, labels == 1
     chosen = []
-    for column in range(scores.shape[1]):
-        rows = annotated[:, column]
-        positives, column_scores = truth[rows, column], scores[rows, column]
-        if positives.sum() < min_positives:
-            chosen.append(0.5)
-            continue
-        predicted = column_scores[None, :] >= THRESHOLD_GRID[:, None]  # [grid, rows]
-        tp = (predicted & positives).sum(1)
-        f1 = safe_divide(2 * tp, predicted.sum(1) + positives.sum())  # 2TP / (2TP + FP + FN)
-        best = np.flatnonzero(f1 == f1.max())
-        chosen.append(float(THRESHOLD_GRID[best[len(best) // 2]]))
-    return {task: chosen[task_slice] for task, task_slice in task_slices(tasks).items()}
+    for task_slice in config.task_slices.values():
+        rows = annotated[:, task_slice.start]
+        task_scores, task_truth = scores[rows, task_slice], truth[rows, task_slice]  # [rows, labels]
+        task_threshold = best_on_grid(*grid_counts(task_scores, task_truth))
+        for column in range(task_scores.shape[1]):
+            positives = task_truth[:, column]
+            if objective == "micro_f1" or positives.sum() < min_positives:
+                chosen.append(task_threshold)
+            else:
+                chosen.append(best_on_grid(*grid_counts(task_scores[:, column], positives)))
+    return {task: chosen[task_slice] for task, task_slice in task_slices(config.tasks).items()}
+
+
+def grid_counts(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """At each grid threshold, the true positives and the predicted positives of `scores` against `truth` (bool,
+    same shape: one label's, or all of a task's pooled), each [grid]; and the positives. Counted by binary search
+    in the sorted scores (a score passes a threshold unless it sorts before it)."""
+    every, of_positives = np.sort(scores, axis=None), np.sort(scores[truth], axis=None)
+    predicted = len(every) - np.searchsorted(every, THRESHOLD_GRID, side="left")
+    true_positives = len(of_positives) - np.searchsorted(of_positives, THRESHOLD_GRID, side="left")
+    return true_positives, predicted, len(of_positives)
+
+
+def best_on_grid(true_positives: np.ndarray, predicted: np.ndarray, positives: int) -> float:
+    """The grid threshold of the highest F1 = 2TP / (predicted + positives); the median one among ties."""
+    f1 = safe_divide(2 * true_positives, predicted + positives)
+    best = np.flatnonzero(f1 == f1.max())
+    return float(THRESHOLD_GRID[best[len(best) // 2]])
 
 
 def check_metric_for_best_model(training_args, names: list[str]) -> None:

@@ -100,6 +100,7 @@ def build_model_card(config, metrics: dict[str, float], training_args, facts: Ca
         training_data=facts.training_data,
         seed=training_args.seed,
         loss=loss_description(config),
+        decoding=decoding_description(config),
         hyperparameters=hyperparameters,
         versions=", ".join(f"{name} {version}" for name, version in library_versions().items()),
     )
@@ -165,4 +166,26 @@ def loss_description(config) -> str:
     }[config.loss_type]
     weights = ", ".join(f"{task} {weight:g}" for task, weight in config.task_weights.items())
     positives = "; positives weighted per label (`pos_weight` in the config)" if config.pos_weight else ""
-    return f"sum over tasks of weighted per-label {entry_loss} (task weights: {weights}){positives}"
+    if config.hierarchy_loss == "mcloss":
+        entry_loss += " on C-HMCNN's max-constrained scores (MCLoss)"
+    correlation = "".join(
+        f"; {task}: (1 − {weight:g}) · that + {weight:g} · SpanEmo's label-correlation loss"
+        for task, weight in config.label_correlation.items()
+    )
+    return f"sum over tasks of weighted per-label {entry_loss} (task weights: {weights}){positives}{correlation}"
+
+
+def decoding_description(config) -> str:
+    """How the model turns scores into labels, from the config."""
+    text = "A label is predicted when its score reaches its threshold."
+    if config.constrained:
+        parents = len(config.descendants)
+        text += (
+            f" The scores follow the label hierarchy (`label_hierarchy` in `config.json`, {parents} parent labels) "
+            "as in C-HMCNN: each parent scores at least its highest descendant, and the parents of every "
+            "predicted label are predicted too, so no prediction breaks the hierarchy. `model.scores` returns these "
+            "scores; the pipeline shows each head's own sigmoid."
+        )
+    if config.at_least_one:
+        text += f" In {', '.join(config.at_least_one)}, a text with no label over its threshold gets its best one."
+    return text

@@ -62,6 +62,8 @@ def multitask_loss(
     num_items_in_batch: [num_tasks] annotated entries per task over the whole (accumulated, all-process) batch; the
     loss of a task is its entry loss summed over annotated entries divided by that count, so it does not depend on
     how the batch is split. Without it, each task's own annotated count in this batch is used (a masked mean).
+    A task with a label-correlation weight w mixes in that term, (1 - w) · entry loss + w · correlation loss, the
+    correlation loss a mean over the task's annotated rows (their count: the task's entries / its labels).
     Returns (loss [], task_losses [num_tasks]).
     """
     annotated = labels != IGNORE_INDEX
@@ -69,15 +71,67 @@ def multitask_loss(
     pos_weight = None
     if config.pos_weight is not None:
         pos_weight = torch.tensor(config.per_label(config.pos_weight), device=logits.device)
-    entry_loss = entry_losses(logits, targets, config, pos_weight) * annotated
-    task_slices = list(config.task_slices.values())
-    summed = torch.stack([entry_loss[:, task_slice].sum() for task_slice in task_slices])
+    entry_loss = entry_losses(hierarchy_loss_logits(logits, targets, config), targets, config, pos_weight) * annotated
+    slices = config.task_slices
+    summed = []
+    for task, task_slice in slices.items():
+        weight = config.label_correlation.get(task, 0.0)
+        task_sum = entry_loss[:, task_slice].sum()
+        if weight:
+            rows = label_correlation_losses(logits[:, task_slice], targets[:, task_slice], annotated[:, task_slice])
+            labels_in_task = task_slice.stop - task_slice.start
+            task_sum = (1 - weight) * task_sum + weight * labels_in_task * rows.sum()
+        summed.append(task_sum)
+    summed = torch.stack(summed)
     if num_items_in_batch is None:
-        num_items_in_batch = torch.stack([annotated[:, task_slice].sum() for task_slice in task_slices])
+        num_items_in_batch = torch.stack([annotated[:, task_slice].sum() for task_slice in slices.values()])
     # A task with no annotated entry contributes 0 rather than 0/0.
     task_losses = summed / num_items_in_batch.to(summed.dtype).clamp(min=1)
     weights = torch.tensor([config.task_weights[task] for task in config.tasks], device=logits.device)
     return (weights.to(task_losses.dtype) * task_losses).sum(), task_losses
+
+
+def label_correlation_losses(logits: torch.Tensor, targets: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
+    """SpanEmo's label-correlation (LCA) loss of each row of one task (Alhuzali & Ananiadou, EACL 2021, eq. 4):
+    the mean over its (absent, present) label pairs of exp(p_absent - p_present), p the sigmoid scores; 0 for a row
+    without such a pair or not annotated. logits, targets, annotated: [batch, labels] → [batch].
+
+    The sum over pairs factorises, Σ_absent Σ_present exp(p_a - p_p) = Σ_absent exp(p_a) · Σ_present exp(-p_p), so
+    the cost is linear in the labels rather than quadratic as in the paper's code."""
+    probability = torch.sigmoid(logits)
+    present, absent = annotated & (targets > 0), annotated & (targets == 0)
+    pair_sum = (torch.exp(probability) * absent).sum(-1) * (torch.exp(-probability) * present).sum(-1)
+    pairs = absent.sum(-1) * present.sum(-1)
+    return pair_sum / pairs.clamp(min=1)
+
+
+def raise_to_descendants(
+    values: torch.Tensor, descendants: dict[int, list[int]], candidates: torch.Tensor | None = None
+) -> torch.Tensor:
+    """C-HMCNN's max constraint (Giunchiglia & Lukasiewicz, NeurIPS 2020): values [batch, labels] → the same, each
+    label with descendants raised to the highest value among them (among those marked in `candidates`
+    [batch, labels], when given). The sigmoid is monotone, so on logits it is the constraint on probabilities; on
+    0/1 decisions it adds the ancestors of every chosen label."""
+    if not descendants:
+        return values
+    pool = values if candidates is None else values.masked_fill(~candidates, float("-inf"))
+    parents = list(descendants)
+    raised = torch.stack([pool[:, below].amax(dim=-1) for below in descendants.values()], dim=-1)
+    constrained = values.clone()
+    constrained[:, parents] = torch.maximum(values[:, parents], raised)
+    return constrained
+
+
+def hierarchy_loss_logits(logits: torch.Tensor, targets: torch.Tensor, config) -> torch.Tensor:
+    """The logits [batch, labels] the entry loss is taken on: the model's, or under `hierarchy_loss="mcloss"`
+    C-HMCNN's MCLoss inputs: an absent label's constrained logit (its descendants' highest, as decoding scores it),
+    a present label's raised only by its present descendants, so that a parent's loss does not reward a child
+    scored wrongly high."""
+    if config.hierarchy_loss != "mcloss":
+        return logits
+    descendants = config.descendants
+    over_present = raise_to_descendants(logits, descendants, candidates=targets > 0)
+    return torch.where(targets > 0, over_present, raise_to_descendants(logits, descendants))
 
 
 def encoder_class(config: MultiTaskConfig) -> type[PreTrainedModel]:
@@ -207,8 +261,8 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
         )
 
     def decode(self, logits: torch.Tensor) -> list[dict[str, list[str]]]:
-        """Logits [batch, total_labels] → per example, each task's predicted labels (sigmoid ≥ stored threshold)."""
-        return decode_probabilities(torch.sigmoid(logits.float()).cpu().numpy(), self.config)
+        """Logits [batch, total_labels] → per example, each task's predicted labels (`label_decisions`)."""
+        return decode_scores(label_scores(logits, self.config), self.config)
 
     @torch.inference_mode()
     def logits(self, texts: list[str], tokenizer, batch_size: int = 64, max_length: int = 512) -> torch.Tensor:
@@ -221,15 +275,47 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
             logits[torch.from_numpy(rows)] = self(**batch).logits.float().cpu()
         return logits
 
+    def scores(self, texts: list[str], tokenizer, batch_size: int = 64, max_length: int = 512) -> np.ndarray:
+        """Texts → the scores decoding thresholds, [texts, total_labels]: sigmoid probabilities, under the label
+        hierarchy's constraint when the config has one (`label_scores`)."""
+        return label_scores(self.logits(texts, tokenizer, batch_size, max_length), self.config)
+
     def predict(self, texts: list[str], tokenizer, batch_size: int = 64, max_length: int = 512):
         """Texts → per text, each task's predicted labels, using the thresholds stored in the config (`logits`'
         length-sorted batches; results in the order of `texts`)."""
         return self.decode(self.logits(texts, tokenizer, batch_size, max_length))
 
 
-def decode_probabilities(probabilities: np.ndarray, config: MultiTaskConfig) -> list[dict[str, list[str]]]:
-    """Probabilities [rows, total_labels] → per row, each task's labels at or above their stored thresholds."""
-    chosen = (probabilities >= np.array(config.per_label(config.thresholds))).tolist()
+def label_scores(logits, config: MultiTaskConfig) -> np.ndarray:
+    """Logits [rows, total_labels] (array or tensor) → the scores decoding thresholds, float64 [rows, total_labels]:
+    sigmoid probabilities, each parent's raised to its descendants' highest when the config applies a hierarchy."""
+    scores = torch.sigmoid(torch.as_tensor(logits).detach().cpu().double())
+    if config.constrained:
+        scores = raise_to_descendants(scores, config.descendants)
+    return scores.numpy()
+
+
+def label_decisions(scores: np.ndarray, config: MultiTaskConfig, thresholds: np.ndarray | None = None) -> np.ndarray:
+    """Scores [rows, total_labels] (`label_scores`) → the predicted labels, bool [rows, total_labels]: each label at
+    or above its threshold (the config's, or `thresholds` [total_labels]); in the tasks of `config.at_least_one`, a
+    row with none gets its highest-scoring label; under a hierarchy, the ancestors of every chosen label too
+    (per-label thresholds can pass a child and not its higher-scored parent)."""
+    thresholds = np.array(config.per_label(config.thresholds)) if thresholds is None else thresholds
+    chosen = scores >= thresholds
+    for task in config.at_least_one:
+        task_slice = config.task_slices[task]
+        task_chosen = chosen[:, task_slice]  # a view: writing to it writes to `chosen`
+        empty = np.flatnonzero(~task_chosen.any(axis=1))
+        task_chosen[empty, scores[empty, task_slice].argmax(axis=1)] = True
+    if config.constrained:
+        closed = raise_to_descendants(torch.from_numpy(chosen.astype(np.float32)), config.descendants)
+        chosen = closed.numpy() > 0
+    return chosen
+
+
+def decode_scores(scores: np.ndarray, config: MultiTaskConfig) -> list[dict[str, list[str]]]:
+    """Scores [rows, total_labels] (`label_scores`) → per row, each task's predicted labels (`label_decisions`)."""
+    chosen = label_decisions(scores, config).tolist()
     return [
         {task: [label for label, keep in zip(labels, row[config.task_slices[task]]) if keep]
          for task, labels in config.tasks.items()}
@@ -264,7 +350,9 @@ __all__ = [
     "BertForMultiTaskMultiLabel",
     "EncoderForMultiTaskMultiLabel",
     "MultiTaskMultiLabelOutput",
-    "decode_probabilities",
+    "decode_scores",
+    "label_decisions",
+    "label_scores",
     "length_sorted_batches",
     "longest_first",
     "multitask_loss",

@@ -2,7 +2,7 @@
 
     classifier = OnnxMultiTaskClassifier.from_pretrained("outputs/goemotions/onnx")  # int8=True: the int8 graph
     classifier.predict(["Thanks, that made my day!"])   # as model.predict: per text, per task, the labels
-    classifier.scores(["Thanks, that made my day!"])    # every label's sigmoid score, [texts, total labels]
+    classifier.scores(["Thanks, that made my day!"])    # as model.scores: every label's score, [texts, total labels]
 
 Texts run in length-sorted batches, as in the PyTorch model, and come back in input order. Needs the `onnx` extra.
 """
@@ -17,8 +17,7 @@ from transformers import AutoTokenizer
 from .arguments import ONNX_EVAL_BATCH_SIZE
 from .export import INT8_FILE, ONNX_FILE, OUTPUT_NAME
 from .loading import load_config
-from .metrics import sigmoid
-from .modeling_mtl import decode_probabilities, length_sorted_batches
+from .modeling_mtl import decode_scores, label_scores, length_sorted_batches
 
 BATCH_SIZE = ONNX_EVAL_BATCH_SIZE  # ONNX Runtime's fastest on a CPU: small batches of length-sorted texts
 
@@ -54,9 +53,10 @@ class OnnxMultiTaskClassifier:
         return logits
 
     def scores(self, texts: Sequence[str], batch_size: int = BATCH_SIZE, max_length: int = 512) -> np.ndarray:
-        """Every label's sigmoid score, [texts, total_labels] in the config's label order (`config.label_names`)."""
-        return sigmoid(self.logits(texts, batch_size, max_length))
+        """Every label's score, [texts, total_labels] in the config's label order (`config.label_names`): its sigmoid
+        probability, under the label hierarchy's constraint when the config has one (`label_scores`)."""
+        return label_scores(self.logits(texts, batch_size, max_length), self.config)
 
     def predict(self, texts: Sequence[str], batch_size: int = BATCH_SIZE, max_length: int = 512) -> list[dict]:
         """Per text, each task's predicted labels at the stored thresholds: what `model.predict` returns."""
-        return decode_probabilities(self.scores(texts, batch_size, max_length), self.config)
+        return decode_scores(self.scores(texts, batch_size, max_length), self.config)

@@ -60,6 +60,7 @@ NUMERIC_RANGES = {
     "dataloader_num_workers": at_least(0),
     "seed": at_least(0),
     "malloc_trim_steps": (lambda value: value >= 0, "0 (never) or a positive step count"),
+    "ema_decay": (lambda value: 0 < value < 1, "in (0, 1)"),
 }
 
 
@@ -95,6 +96,8 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataTrainingArgume
     for arguments in (model_args, data_args, training_args):
         check_choices(arguments)
         check_numeric_ranges(arguments)
+    if model_args.hierarchy_loss != "none" and not data_args.label_hierarchy:
+        raise ArgumentError(f"--hierarchy_loss {model_args.hierarchy_loss} needs --label_hierarchy")
     return model_args, data_args, training_args, given
 
 
@@ -166,9 +169,12 @@ def resolve_early_stopping(
         "metric_for_best_model" not in given
     ):
         changes.update(metric_for_best_model=DEFAULT_METRIC, greater_is_better=True)
-    if not changes:
-        return training_args
     try:
-        return dataclasses.replace(training_args, **changes)
+        resolved = dataclasses.replace(training_args, **changes) if changes else training_args
     except ValueError as error:
         raise ArgumentError(f"Early stopping / best model flags: {error}") from None
+    if resolved.ema_decay is not None and resolved.load_best_model_at_end:
+        # The checkpoints hold the trained weights, not their average: the "best" one would replace the average.
+        raise ArgumentError("--ema_decay saves the weights' average as the model; it does not combine with "
+                            "--load_best_model_at_end (or --early_stopping_patience, which sets it)")  # fmt: skip
+    return resolved

@@ -1,17 +1,20 @@
 """The Trainer subclass: an exact multi-task loss under gradient accumulation and data parallelism, per-task loss
-logging, a learning rate of its own for the heads, length-grouped batches for training and length-sorted ones for
-evaluation and prediction, prediction through ONNX Runtime, training arguments saved as JSON, our own model card,
-and freed memory handed back to the system while training on the CPU."""
+logging, a learning rate of its own for the heads, an exponential moving average of the weights, length-grouped
+batches for training and length-sorted ones for evaluation and prediction, prediction through ONNX Runtime, training
+arguments saved as JSON, our own model card, and freed memory handed back to the system while training on the CPU."""
 
 import ctypes
 import importlib.util
 import json
+import logging
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import SequentialSampler
 from transformers import EvalPrediction, Trainer, TrainerCallback
 from transformers.trainer import TRAINING_ARGS_NAME
@@ -25,6 +28,10 @@ from .errors import ArgumentError
 from .metrics import tune_thresholds
 from .model_card import CardFacts, build_model_card
 from .modeling_mtl import longest_first
+
+logger = logging.getLogger(__name__)
+# The weight average's state in a checkpoint, beside the optimizer's.
+WEIGHT_AVERAGE_NAME = "weight_average.pt"
 
 
 def check_inference_backend(model_args, training_args) -> None:
@@ -67,6 +74,48 @@ class ReleaseFreedMemory(TrainerCallback):
             self.malloc_trim(0)
 
 
+class WeightAverage(TrainerCallback):
+    """An exponential moving average of the model's weights (`--ema_decay`), updated after every optimizer step:
+    torch's `AveragedModel` with its EMA update, W_avg ← decay · W_avg + (1 - decay) · W, starting at the first
+    step's weights."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.average.update_parameters(model)
+
+    def copy_to(self, model: torch.nn.Module) -> None:
+        """The averaged weights into `model` (the average of nothing, before the first step, is the model itself)."""
+        if self.average.n_averaged > 0:
+            with torch.no_grad():
+                for averaged, parameter in zip(self.average.module.parameters(), model.parameters()):
+                    parameter.copy_(averaged)
+
+    @contextmanager
+    def applied(self, model: torch.nn.Module):
+        """`model` with the averaged weights inside the block, its own weights back after it."""
+        own = [parameter.detach().clone() for parameter in model.parameters()]
+        self.copy_to(model)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for saved, parameter in zip(own, model.parameters()):
+                    parameter.copy_(saved)
+
+    def save(self, checkpoint: str) -> None:
+        torch.save(self.average.state_dict(), Path(checkpoint) / WEIGHT_AVERAGE_NAME)
+
+    def load(self, checkpoint: str) -> None:
+        path = Path(checkpoint) / WEIGHT_AVERAGE_NAME
+        if not path.is_file():
+            # A checkpoint of a run without --ema_decay: the average starts again from the weights resumed.
+            logger.warning("%s has no weight average; it starts again from the checkpoint's weights", checkpoint)
+            return
+        self.average.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
 class MultiTaskTrainer(Trainer):
     """`Trainer` whose loss is Σ_task weight_task · (BCE summed over the task's annotated entries in the whole
     accumulated, all-process batch) / (that task's annotated entry count), independent of how the batch is split.
@@ -83,6 +132,10 @@ class MultiTaskTrainer(Trainer):
         if release is not None:
             self.add_callback(release)
         self.head_learning_rate = head_learning_rate
+        self.weight_average = None
+        if getattr(self.args, "ema_decay", None) is not None:
+            self.weight_average = WeightAverage(self.model, self.args.ema_decay)
+            self.add_callback(self.weight_average)
         # What our model card says beyond the trainer's own state; set when the run's results are in. Until then
         # `create_model_card` (and so `push_to_hub`) writes no card, and never the Trainer's generic one.
         self.card_facts: CardFacts | None = None
@@ -127,12 +180,33 @@ class MultiTaskTrainer(Trainer):
         group_by_length would shuffle them and so the returned predictions."""
         return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
+    def train(self, *args, **kwargs):
+        """The Trainer's training; with `--ema_decay`, the model holds the weights' average afterwards, so that
+        tuning, evaluation, prediction and the saved model all use it."""
+        output = super().train(*args, **kwargs)
+        if self.weight_average is not None:
+            self.weight_average.copy_to(self.model)
+        return output
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.weight_average is not None and self.args.should_save:
+            self.weight_average.save(output_dir)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if self.weight_average is not None and checkpoint is not None:
+            self.weight_average.load(checkpoint)
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
         """Evaluation over the rows sorted longest first: batches of similar length carry little padding, and the
-        metrics do not depend on the order."""
+        metrics do not depend on the order. While training with `--ema_decay`, of the averaged weights."""
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if hasattr(dataset, "column_names"):
             dataset = dataset.select(longest_first(token_lengths(dataset)))
+        if self.weight_average is not None and self.is_in_train:
+            with self.weight_average.applied(self.model):
+                return super().evaluate(dataset, ignore_keys, metric_key_prefix)
         return super().evaluate(dataset, ignore_keys, metric_key_prefix)
 
     def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test"):
@@ -220,11 +294,14 @@ class MultiTaskTrainer(Trainer):
             self._task_loss_logged_step = self.state.global_step
         super().log(logs, start_time)
 
-    def tune_thresholds(self, output: PredictionOutput, min_positives: int = 5) -> dict[str, list[float]]:
-        """Per-label thresholds that maximise each label's F1 on `output` (`predict` on the validation split, never
-        the test split), stored in the model config so that evaluation, prediction and the saved model use them."""
+    def tune_thresholds(
+        self, output: PredictionOutput, min_positives: int = 5, objective: str = "label_f1"
+    ) -> dict[str, list[float]]:
+        """Per-label thresholds tuned on `output` (`predict` on the validation split, never the test split) for
+        `objective` (see `metrics.tune_thresholds`), stored in the model config so that evaluation, prediction and
+        the saved model use them."""
         config = self.model.config
-        config.thresholds = tune_thresholds(output.predictions, output.label_ids, config.tasks, min_positives)
+        config.thresholds = tune_thresholds(output.predictions, output.label_ids, config, min_positives, objective)
         return config.thresholds
 
     def evaluation_metrics(self, output: PredictionOutput, metric_key_prefix: str = "eval") -> dict[str, float]:

@@ -60,14 +60,18 @@ METRIC_TASKS = {"a": ["x", "y", "z"], "b": ["p", "q"], "c": ["u", "v", "w", "t"]
 METRIC_SLICES = {"a": slice(0, 3), "b": slice(3, 5), "c": slice(5, 9)}
 
 
-def random_case(seed: int, rows: int = 60):
+def random_case(seed: int, rows: int = 60, **options):
+    """Random logits [rows, 9] and labels (a quarter of each task's rows not annotated) of METRIC_TASKS, and a config
+    with random thresholds and `options`."""
+    from mtl_model import MultiTaskConfig
+
     rng = np.random.default_rng(seed)
     logits = rng.normal(size=(rows, 9))
     labels = (rng.random((rows, 9)) < 0.3).astype(np.float32)
     for task_slice in METRIC_SLICES.values():  # each task unannotated on a different random quarter of the rows
         labels[rng.random(rows) < 0.25, task_slice] = -100
     thresholds = {task: rng.uniform(0.3, 0.7, size=len(names)).tolist() for task, names in METRIC_TASKS.items()}
-    return logits, labels, thresholds
+    return logits, labels, MultiTaskConfig(tasks=METRIC_TASKS, thresholds=thresholds, **options)
 
 
 def base_args(tiny_bert_dir, output_dir, *extra):

@@ -341,7 +341,15 @@ def run_expecting_error(capsys, tiny_bert_dir, tmp_path, args, *fragments):
         (["--early_stopping_patience", "2", "--eval_strategy", "no"], "--eval_strategy must not be 'no'"),
         (["--metric_for_best_model", "eval_mood_f2", "--eval_strategy", "epoch"], "'eval_mood_f2' is not computed"),
         (["--do_predict"], "--do_predict needs test data"),
-        (["--task_weights", "mood=heavy"], "'mood=heavy' is not 'task=number'"),
+        (["--task_weights", "mood=heavy"], "'mood=heavy' is not a number or 'task=number'"),
+        (["--label_correlation_weight", "mod=0.2"], "--label_correlation_weight names unknown tasks ['mod']"),
+        (["--at_least_one_label", "mood,topc"], "--at_least_one_label names unknown tasks ['topc']"),
+        (["--hierarchy_loss", "mcloss"], "--hierarchy_loss mcloss needs --label_hierarchy"),
+        (["--ema_decay", "1"], "--ema_decay must be in (0, 1), not 1"),
+        (
+            ["--ema_decay", "0.99", "--early_stopping_patience", "1"],
+            "--ema_decay saves the weights' average as the model; it does not combine with --load_best_model_at_end",
+        ),
         (["--task_weights", "mod=2"], "--task_weights names unknown tasks ['mod']"),
         (
             ["--loss_type", "asl", "--pos_weight_cap", "5"],

@@ -12,7 +12,7 @@ import pytest
 from helpers import WIDE_HEADER, base_args, list_records, wide_records, write_csv, write_jsonl
 from transformers import AutoTokenizer
 
-from mtl_model.data import encode_splits, load_raw_splits, resolve_tasks
+from mtl_model.data import encode_splits, load_raw_splits, read_label_hierarchy, resolve_tasks
 from mtl_model.errors import ArgumentError, DataError
 from mtl_model.parsing import parse_arguments
 from run_mtl_classification import cli
@@ -52,6 +52,17 @@ def raw_file(name: str, content: bytes, *flags: str):
 
 def with_flags(*flags: str):
     return lambda tmp_path: jsonl(lambda records: None)(tmp_path) + list(flags)
+
+
+def hierarchy_file(content):
+    """Good data with a --label_hierarchy file of `content` (a string as it is, else as JSON)."""
+
+    def build(tmp_path):
+        path = tmp_path / "hierarchy.json"
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+        return [*jsonl(lambda records: None)(tmp_path), "--label_hierarchy", str(path)]
+
+    return build
 
 
 def set_row(row: int, **values):
@@ -167,6 +178,22 @@ FAILING = {
         lambda tmp_path: jsonl(lambda records: None)(tmp_path) + ["--task_columns", "mood,mood"],
         "Tasks named twice: ['mood']",
     ),
+    "hierarchy file not JSON": (
+        hierarchy_file("{'topic/movie': ['mood/happy']}"),
+        "hierarchy.json: Expecting property name enclosed in double quotes: line 1 column 2",
+    ),
+    "hierarchy names an unknown label": (
+        hierarchy_file({"topic/movie": ["mood/hapy"]}),
+        "hierarchy.json: 'topic/movie' → 'mood/hapy': task 'mood' has no such label",
+    ),
+    "label under two parents": (
+        hierarchy_file({"topic/movie": ["mood/happy"], "topic/day": ["mood/sad", "mood/happy"]}),
+        "'mood/happy' is under two parents, 'topic/movie' and 'topic/day'",
+    ),
+    "hierarchy with a cycle": (
+        hierarchy_file({"topic/movie": ["mood/happy"], "mood/happy": ["topic/movie"]}),
+        "the hierarchy has a cycle: mood/happy → topic/movie → mood/happy",
+    ),
 }
 
 
@@ -182,6 +209,7 @@ def prepare_data(flags: list[str], tokenizer_dir, tmp_path) -> None:
     files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
     raw, where = load_raw_splits(files, cache_dir=str(tmp_path / "cache"))
     tasks, sources = resolve_tasks(raw, where, data_args)
+    read_label_hierarchy(data_args.label_hierarchy, tasks)
     encode_splits(raw, where, data_args, tasks, sources, AutoTokenizer.from_pretrained(tokenizer_dir))
 
 
@@ -193,7 +221,9 @@ def test_fails_early_naming_where(case, tiny_bert_dir, tmp_path):
     assert expected in str(raised.value)
 
 
-@pytest.mark.parametrize("case", ["NaN in a wide label column", "unknown validation label", "file not in UTF-8"])
+@pytest.mark.parametrize(
+    "case", ["NaN in a wide label column", "unknown validation label", "file not in UTF-8", "label under two parents"]
+)
 def test_the_cli_exits_2_before_training_and_writes_nothing(case, capsys, tiny_bert_dir, tmp_path):
     build, expected = FAILING[case]
     code = cli(base_args(tiny_bert_dir, tmp_path / "out", "--do_train", *build(tmp_path)))

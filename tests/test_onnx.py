@@ -15,7 +15,6 @@ from transformers import AutoTokenizer
 from mtl_model.errors import ArgumentError
 from mtl_model.export import INT8_FILE, ONNX_FILE, export_onnx
 from mtl_model.loading import build_config, load_model
-from mtl_model.metrics import sigmoid
 from mtl_model.onnx_classifier import OnnxMultiTaskClassifier
 from mtl_model.trainer import check_inference_backend
 from run_mtl_classification import cli
@@ -31,7 +30,7 @@ def model_with_heads(checkpoint, tokenizer):
     between its second and third highest scores on TEXTS, so that each label is predicted for two of them."""
     config = build_config(str(checkpoint), TASKS, "mean", {}, None, None, 0.0)
     model = load_model(str(checkpoint), config).eval()
-    ranked = np.sort(sigmoid(model.logits(TEXTS, tokenizer).numpy()), axis=0)[::-1]  # [texts, labels], highest first
+    ranked = np.sort(model.scores(TEXTS, tokenizer), axis=0)[::-1]  # [texts, labels], highest first
     midway = (ranked[1] + ranked[2]) / 2
     model.config.thresholds = {task: midway[part].tolist() for task, part in model.config.task_slices.items()}
     return model
@@ -61,7 +60,7 @@ def test_the_float_graph_gives_the_models_logits_and_labels(exported, model_type
     predicted = case.model.predict(TEXTS, case.tokenizer)
     assert classifier.predict(TEXTS) == predicted
     assert sum(len(labels) for row in predicted for labels in row.values()) == 2 * 5  # each label for two texts
-    assert classifier.scores(TEXTS) == pytest.approx(sigmoid(expected), abs=1e-5)
+    assert classifier.scores(TEXTS) == pytest.approx(1 / (1 + np.exp(-expected)), abs=1e-5)
     # Inputs named as the tokenizer's outputs that the encoder takes; the batch and sequence axes left open.
     graph = onnx.load(case.directory / ONNX_FILE)
     takes_segments = "token_type_ids" in case.model.encoder_inputs

@@ -17,8 +17,8 @@ from mtl_model.report import CHART_LABELS, chart_rows, per_label_rows, write_eva
 
 
 def test_per_label_rows_match_sklearn_and_count_support():
-    logits, labels, thresholds = random_case(7)
-    config = BertMultiTaskConfig(**TINY_BERT, tasks=TASKS, thresholds=thresholds)
+    logits, labels, config = random_case(7)
+    thresholds = config.thresholds
     rows = per_label_rows(logits, labels, config)
     predicted = 1 / (1 + np.exp(-logits)) >= np.concatenate([thresholds[t] for t in TASKS])
     for task, task_slice in SLICES.items():

@@ -15,6 +15,7 @@ Bad input raises `DataError` naming the file, row, column or label before any tr
 """
 
 from .files import load_raw_splits
+from .hierarchy import read_label_hierarchy
 from .labels import TaskSource
 from .pipeline import DataSpec, carve_validation, encode_splits, resolve_tasks, select_first
 from .statistics import capped_pos_weight, token_lengths
@@ -26,6 +27,7 @@ __all__ = [
     "carve_validation",
     "encode_splits",
     "load_raw_splits",
+    "read_label_hierarchy",
     "resolve_tasks",
     "select_first",
     "token_lengths",

@@ -1,0 +1,142 @@
+#!/usr/bin/env python
+"""Label structure on GoEmotions: each training option of issue "label structure" and each decoding option, over
+seeds, against the best recipe so far (3 epochs, ASL, encoder learning rate 5e-5, examples/goemotions/config.yaml).
+
+Training options, each a run of the CLI of its own in bench/runs/structure/<option>-seed<seed>/ (a finished run is
+not repeated; a killed one resumes):
+    asl       the recipe as it is
+    mcloss    C-HMCNN's max-constraint loss over GoEmotions' hierarchy (--hierarchy_loss mcloss)
+    lca       SpanEmo's label-correlation loss, weight 0.2 on every task (--label_correlation_weight 0.2)
+    ema       an exponential moving average of the weights (--ema_decay 0.999)
+
+Decoding options, on every finished run's saved model (its validation and test logits predicted once and kept in
+the run's directory as logits.npz): thresholds tuned on validation as the CLI tunes them, then test F1 tuned and at
+0.5, the example-based metrics and the share of test rows that break the hierarchy:
+    independent         each label on its own sigmoid, per-label F1 thresholds (the recipe's decoding before)
+    constrained         C-HMCNN's constraint on the scores, thresholds tuned on them, parents of predicted labels
+    at_least_one        independent, and a row's best label in a task where none passes its threshold
+    constrained+one     both
+    micro_f1            independent, one threshold per task tuned for the task's micro-F1
+    rare_below_20       independent, labels with fewer than 20 validation positives (grief 13, pride 15, relief 18)
+                        on their task's threshold; at the default 5 no GoEmotions label is that rare
+
+    python bench/structure.py --train asl --seed 42      # one training run (about 45 minutes on 2 cores)
+    python bench/structure.py                            # decode every finished run → bench/results/structure.json
+"""
+
+import argparse
+import copy
+
+import numpy as np
+from harness import (
+    CONFIG,
+    DATA,
+    RESULTS,
+    RUNS,
+    TASKS,
+    logits_and_labels,
+    mean_over_seeds,
+    read_json,
+    run_cli,
+    write_results,
+)
+from transformers import AutoTokenizer
+
+from mtl_model.loading import load_config, load_model
+from mtl_model.metrics import metrics_at_threshold, multitask_metrics, tune_thresholds
+
+RECIPE = ["--num_train_epochs", "3", "--learning_rate", "5e-5", "--loss_type", "asl", "--save_total_limit", "1"]
+HIERARCHY = str(DATA / "hierarchy.json")
+TRAINING = {
+    "asl": [],
+    "mcloss": ["--label_hierarchy", HIERARCHY, "--hierarchy_loss", "mcloss"],
+    "lca": ["--label_correlation_weight", "0.2"],
+    "ema": ["--ema_decay", "0.999"],
+}
+DECODING = {
+    "independent": dict(hierarchy_constraint=False),
+    "constrained": dict(hierarchy_constraint=True),
+    "at_least_one": dict(hierarchy_constraint=False, at_least_one=TASKS),
+    "constrained+one": dict(hierarchy_constraint=True, at_least_one=TASKS),
+    "micro_f1": dict(hierarchy_constraint=False, objective="micro_f1"),
+    "rare_below_20": dict(hierarchy_constraint=False, min_positives=20),
+}
+# Figures reported per task, and overall, from the test metrics (thresholds tuned on validation).
+TASK_FIGURES = ("macro_f1", "micro_f1", "macro_f1_at_0.5", "micro_f1_at_0.5", "jaccard", "macro_ap")
+OVERALL_FIGURES = ("jaccard", "hamming_loss", "subset_accuracy", "macro_ap", "hierarchy_violations")
+
+
+def run_directory(option: str, seed: int):
+    return RUNS / "structure" / f"{option}-seed{seed}"
+
+
+def train(option: str, seed: int) -> None:
+    run_cli(run_directory(option, seed), CONFIG, *RECIPE, "--seed", seed, *TRAINING[option])
+
+
+def split_logits(directory) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The run's validation and test (logits, labels), predicted once and kept as logits.npz."""
+    cache = directory / "logits.npz"
+    if not cache.exists():
+        model = load_model(str(directory), load_config(str(directory)))
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        arrays = {}
+        for split in ("validation", "test"):
+            arrays[f"{split}_logits"], arrays[f"{split}_labels"] = logits_and_labels(model, tokenizer, split)
+        np.savez(cache, **arrays)
+    saved = np.load(cache)
+    return {split: (saved[f"{split}_logits"], saved[f"{split}_labels"]) for split in ("validation", "test")}
+
+
+def decode(directory, options: dict) -> dict:
+    """One decoding of one run: thresholds tuned on validation, then the test figures."""
+    config = copy.deepcopy(load_config(str(directory)))
+    config.label_hierarchy = read_json(DATA / "hierarchy.json")  # for the violations, also where not trained with
+    objective = options.get("objective", "label_f1")
+    config.hierarchy_constraint = options["hierarchy_constraint"]
+    config.at_least_one = options.get("at_least_one", [])
+    splits = split_logits(directory)
+    min_positives = options.get("min_positives", 5)
+    config.thresholds = tune_thresholds(*splits["validation"], config, min_positives, objective)
+    test = multitask_metrics(*splits["test"], config)
+    test.update({key.removeprefix("test_"): value
+                 for key, value in metrics_at_threshold(*splits["test"], config, "test").items()})  # fmt: skip
+    figures = {task: {name: round(test[f"{task}_{name}"], 4) for name in TASK_FIGURES} for task in TASKS}
+    figures["overall"] = {name: round(test[name], 4) for name in OVERALL_FIGURES}
+    return figures
+
+
+def report() -> dict:
+    """Per training option: its seeds, and per decoding the test figures of each seed and their mean."""
+    options = {}
+    for option in TRAINING:
+        finished = sorted(RUNS.glob(f"structure/{option}-seed*/all_results.json"))
+        if not finished:
+            continue
+        runs = {path.parent.name.rsplit("-seed", 1)[1]: path.parent for path in finished}
+        decodings = {}
+        for name, decoding in DECODING.items():
+            by_seed = {seed: decode(directory, decoding) for seed, directory in runs.items()}
+            decodings[name] = {"mean": mean_over_seeds(list(by_seed.values())), "seeds": by_seed}
+        options[option] = {"seeds": sorted(runs), "decoding": decodings}
+    return {"recipe": " ".join(["examples/goemotions/config.yaml", *RECIPE]), "training": options}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train", choices=list(TRAINING), help="Train this option's run instead of reporting.")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    if args.train:
+        train(args.train, args.seed)
+        return
+    results = write_results(RESULTS / "structure.json", report())
+    for option, found in results["training"].items():
+        for name, decoding in found["decoding"].items():
+            mean = decoding["mean"]
+            print(f"{option:7s} {name:16s} seeds {found['seeds']}",
+                  {task: mean[task]["macro_f1"] for task in TASKS}, mean["overall"])  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
