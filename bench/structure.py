@@ -14,7 +14,10 @@ the run's directory as logits.npz): thresholds tuned on validation as the CLI tu
 0.5, the example-based metrics and the share of test rows that break the hierarchy:
     independent         each label on its own sigmoid, per-label F1 thresholds (the recipe's decoding before)
     constrained         C-HMCNN's constraint on the scores, thresholds tuned on them, parents of predicted labels
+                        added (--hierarchy_consistency add_parents)
+    constrained_drop    the same, predicted labels whose parent is not predicted dropped instead (drop_orphans)
     at_least_one        independent, and a row's best label in a task where none passes its threshold
+    one_emotion         the same in the emotion task only
     constrained+one     both
     micro_f1            independent, one threshold per task tuned for the task's micro-F1
     rare_below_20       independent, labels with fewer than 20 validation positives (grief 13, pride 15, relief 18)
@@ -56,7 +59,9 @@ TRAINING = {
 DECODING = {
     "independent": dict(hierarchy_constraint=False),
     "constrained": dict(hierarchy_constraint=True),
+    "constrained_drop": dict(hierarchy_constraint=True, hierarchy_consistency="drop_orphans"),
     "at_least_one": dict(hierarchy_constraint=False, at_least_one=TASKS),
+    "one_emotion": dict(hierarchy_constraint=False, at_least_one=["emotion"]),
     "constrained+one": dict(hierarchy_constraint=True, at_least_one=TASKS),
     "micro_f1": dict(hierarchy_constraint=False, objective="micro_f1"),
     "rare_below_20": dict(hierarchy_constraint=False, min_positives=20),
@@ -94,6 +99,7 @@ def decode(directory, options: dict) -> dict:
     config.label_hierarchy = read_json(DATA / "hierarchy.json")  # for the violations, also where not trained with
     objective = options.get("objective", "label_f1")
     config.hierarchy_constraint = options["hierarchy_constraint"]
+    config.hierarchy_consistency = options.get("hierarchy_consistency", "add_parents")
     config.at_least_one = options.get("at_least_one", [])
     splits = split_logits(directory)
     min_positives = options.get("min_positives", 5)

@@ -10,6 +10,7 @@ import torch
 from transformers import TrainingArguments
 
 from .configuration_mtl import (
+    CONSISTENCY_CHOICES,
     HIERARCHY_LOSS_CHOICES,
     LOSS_CHOICES,
     POOLING_CHOICES,
@@ -100,9 +101,16 @@ class ModelArguments:
     )  # fmt: skip
     hierarchy_constraint: bool = field(
         default=True,
-        metadata={"help": "With --label_hierarchy: raise each parent's score to its descendants' highest and "
-                  "predict the parents of every predicted label (C-HMCNN), so no prediction breaks the hierarchy. "
+        metadata={"help": "With --label_hierarchy: raise each parent's score to its descendants' highest (C-HMCNN) "
+                  "and make the decisions agree (--hierarchy_consistency), so no prediction breaks the hierarchy. "
                   "'false' keeps the hierarchy for the violation metric only."},
+    )  # fmt: skip
+    hierarchy_consistency: str = field(
+        default="add_parents",
+        metadata={"help": "With the constraint, how per-label decisions are made to agree with the hierarchy: "
+                  "add_parents (predict the ancestors of every predicted label) or drop_orphans (drop a predicted "
+                  "label whose parent is not predicted, from the top down; BENCHMARKS.md compares them).",
+                  "choices": list(CONSISTENCY_CHOICES)},
     )  # fmt: skip
     hierarchy_loss: str = field(
         default="none",
@@ -133,7 +141,7 @@ class ModelArguments:
     def config_options(self, tasks: dict[str, list[str]]) -> dict:
         """The loss, hierarchy and decoding fields of the model config."""
         names = ("loss_type", "focal_gamma", "asl_gamma_positive", "asl_gamma_negative", "asl_clip",
-                 "hierarchy_constraint", "hierarchy_loss")  # fmt: skip
+                 "hierarchy_constraint", "hierarchy_consistency", "hierarchy_loss")  # fmt: skip
         at_least_one = split_list(self.at_least_one_label)
         check_tasks_named("--at_least_one_label", at_least_one, tasks)
         return {

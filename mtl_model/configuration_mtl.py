@@ -11,6 +11,11 @@ POOLING_CHOICES = ("mean", "cls", "pooler")
 LOSS_CHOICES = ("bce", "focal", "asl")
 POS_WEIGHT_LOSSES = ("bce", "focal")  # ASL weighs positives by its own exponents instead
 HIERARCHY_LOSS_CHOICES = ("none", "mcloss")
+# How constrained decoding makes per-label decisions agree with the hierarchy: add the ancestors of every predicted
+# label, or drop every predicted label whose parent is not predicted.
+CONSISTENCY_CHOICES = ("add_parents", "drop_orphans")
+CHOICES = {"pooling": POOLING_CHOICES, "loss_type": LOSS_CHOICES, "hierarchy_loss": HIERARCHY_LOSS_CHOICES,
+           "hierarchy_consistency": CONSISTENCY_CHOICES}  # fmt: skip
 # What threshold tuning maximises: each label's own F1, or its task's micro-F1 (one threshold per task).
 THRESHOLD_OBJECTIVES = ("label_f1", "micro_f1")
 TASK_LABEL_SEPARATOR = "/"
@@ -67,9 +72,13 @@ class MultiTaskConfig(PreTrainedConfig):
             Parent "task/label" → its children "task/label", children in other tasks than their parent, each label
             under one parent at most, no cycle (e.g. `{"ekman/joy": ["emotion/joy", "emotion/amusement"]}`).
         hierarchy_constraint (`bool`, *optional*, defaults to `True`):
-            With a hierarchy, decode consistently (C-HMCNN, Giunchiglia & Lukasiewicz, NeurIPS 2020): each label's
-            score is raised to the highest score of its descendants, and the ancestors of every predicted label
-            are predicted. False keeps the hierarchy for the violation metric only.
+            With a hierarchy, decode consistently: each label's score is raised to the highest score of its
+            descendants (C-HMCNN, Giunchiglia & Lukasiewicz, NeurIPS 2020), and the decisions made to agree as
+            `hierarchy_consistency` says. False keeps the hierarchy for the violation metric only.
+        hierarchy_consistency (`str`, *optional*, defaults to `"add_parents"`):
+            Per-label thresholds can pass a child and not its (higher-scored) parent: `"add_parents"` then predicts
+            the ancestors of every predicted label, `"drop_orphans"` drops every predicted label whose parent is not
+            predicted, from the top of the hierarchy down.
         hierarchy_loss (`str`, *optional*, defaults to `"none"`):
             `"mcloss"`: C-HMCNN's max-constraint loss: the entry loss of a label is taken on its constrained score,
             over its positive descendants only when the label is present.
@@ -98,6 +107,7 @@ class MultiTaskConfig(PreTrainedConfig):
     label_correlation: dict[str, float] | None = None
     label_hierarchy: dict[str, list[str]] | None = None
     hierarchy_constraint: bool = True
+    hierarchy_consistency: str = "add_parents"
     hierarchy_loss: str = "none"
     at_least_one: list[str] | None = None
 
@@ -111,10 +121,9 @@ class MultiTaskConfig(PreTrainedConfig):
             self.classifier_dropout = _default_classifier_dropout(self.encoder)
         self.tasks = _tasks_in_saved_order(self.tasks or {}, self.id2label)
         _check_tasks(self.tasks)
-        if self.pooling not in POOLING_CHOICES:
-            raise ValueError(f"pooling must be one of {POOLING_CHOICES}, got {self.pooling!r}")
-        if self.loss_type not in LOSS_CHOICES:
-            raise ValueError(f"loss_type must be one of {LOSS_CHOICES}, got {self.loss_type!r}")
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.pos_weight is not None and self.loss_type not in POS_WEIGHT_LOSSES:
             raise ValueError(f"pos_weight applies to the {' and '.join(POS_WEIGHT_LOSSES)} losses only")
         if self.pos_weight is not None:
@@ -128,8 +137,6 @@ class MultiTaskConfig(PreTrainedConfig):
                 raise ValueError(f"{option} names tasks {unknown} that are not among {list(self.tasks)}")
         if self.label_hierarchy:
             check_label_hierarchy(self.tasks, self.label_hierarchy)
-        if self.hierarchy_loss not in HIERARCHY_LOSS_CHOICES:
-            raise ValueError(f"hierarchy_loss must be one of {HIERARCHY_LOSS_CHOICES}, got {self.hierarchy_loss!r}")
         if self.hierarchy_loss != "none" and not self.label_hierarchy:
             raise ValueError(f"hierarchy_loss={self.hierarchy_loss!r} needs a label_hierarchy")
         self.thresholds = _complete_per_label(self.tasks, self.thresholds or {}, 0.5, "thresholds")
@@ -193,6 +200,19 @@ class MultiTaskConfig(PreTrainedConfig):
         """Logit index of each label with children → the logit indices of all its descendants (children,
         grandchildren, …); empty without a hierarchy."""
         return descendant_indices(self.label_names, self.label_hierarchy or {})
+
+    @property
+    def parents_top_down(self) -> list[tuple[int, int]]:
+        """(parent, child) logit indices of every edge of the hierarchy, each parent's edges after the edges above
+        it: the order in which dropping orphans reaches a whole subtree."""
+        index = {name: position for position, name in enumerate(self.label_names)}
+        parent_of = {child: parent for parent, children in (self.label_hierarchy or {}).items() for child in children}
+
+        def depth(label: str) -> int:
+            return 0 if label not in parent_of else 1 + depth(parent_of[label])
+
+        edges = sorted(parent_of.items(), key=lambda edge: depth(edge[0]))
+        return [(index[parent], index[child]) for child, parent in edges]
 
     @property
     def constrained(self) -> bool:

@@ -175,6 +175,12 @@ def loss_description(config) -> str:
     return f"sum over tasks of weighted per-label {entry_loss} (task weights: {weights}){positives}{correlation}"
 
 
+CONSISTENCY_NOTES = {
+    "add_parents": "the parents of every predicted label are predicted too",
+    "drop_orphans": "a label whose parent is not predicted is not predicted either",
+}
+
+
 def decoding_description(config) -> str:
     """How the model turns scores into labels, from the config."""
     text = "A label is predicted when its score reaches its threshold."
@@ -182,9 +188,10 @@ def decoding_description(config) -> str:
         parents = len(config.descendants)
         text += (
             f" The scores follow the label hierarchy (`label_hierarchy` in `config.json`, {parents} parent labels) "
-            "as in C-HMCNN: each parent scores at least its highest descendant, and the parents of every "
-            "predicted label are predicted too, so no prediction breaks the hierarchy. `model.scores` returns these "
-            "scores; the pipeline shows each head's own sigmoid."
+            "as in C-HMCNN: each parent scores at least its highest descendant; "
+            + CONSISTENCY_NOTES[config.hierarchy_consistency]
+            + ", so no prediction breaks the hierarchy. `model.scores` returns these scores; the pipeline shows each "
+            "head's own sigmoid."
         )
     if config.at_least_one:
         text += f" In {', '.join(config.at_least_one)}, a text with no label over its threshold gets its best one."

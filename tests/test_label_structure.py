@@ -50,7 +50,7 @@ def test_a_bad_hierarchy_is_refused_naming_the_entry(hierarchy, message):
 
 
 def test_hierarchy_and_structure_options_survive_save_and_load(tmp_path):
-    options = dict(label_hierarchy=HIERARCHY, hierarchy_loss="mcloss", hierarchy_constraint=True,
+    options = dict(label_hierarchy=HIERARCHY, hierarchy_loss="mcloss", hierarchy_consistency="drop_orphans",
                    label_correlation={"fine": 0.2}, at_least_one=["fine", "coarse"])  # fmt: skip
     config(**options).save_pretrained(tmp_path)
     loaded = BertMultiTaskConfig.from_pretrained(tmp_path)
@@ -85,7 +85,18 @@ def test_constrained_scores_are_c_hmcnns_and_decisions_never_break_the_hierarchy
     independent = label_decisions(label_scores(logits, config(thresholds=thresholds)), config(thresholds=thresholds))
     assert any((independent[:, child] & ~independent[:, parent]).any() for parent, child in edges)
     # The closure only adds parents: whatever passed its threshold on the constrained scores stays chosen.
-    assert (chosen >= (scores >= np.concatenate(list(thresholds.values())))).all()
+    passed = scores >= np.concatenate(list(thresholds.values()))
+    assert (chosen >= passed).all()
+    # Dropping orphans instead only removes labels: those whose parent, after its own parent's check, is not chosen.
+    constrained.hierarchy_consistency = "drop_orphans"
+    pruned = label_decisions(scores, constrained)
+    assert not any((pruned[:, child] & ~pruned[:, parent]).any() for parent, child in edges)
+    assert (pruned <= passed).all() and (pruned != passed).any()
+    polarity, coarse, fine = (slice(6, 8), slice(4, 6), slice(0, 4))
+    np.testing.assert_array_equal(pruned[:, polarity], passed[:, polarity])  # the top is never dropped
+    kept_coarse = passed[:, coarse] & passed[:, polarity]  # coarse/happy under polarity/pos, unhappy under neg
+    np.testing.assert_array_equal(pruned[:, coarse], kept_coarse)
+    np.testing.assert_array_equal(pruned[:, fine], passed[:, fine] & np.repeat(kept_coarse, 2, axis=1))
 
 
 def test_mcloss_equals_c_hmcnns_training_loss():
@@ -234,6 +245,7 @@ def test_the_model_card_says_how_the_model_was_trained_and_decodes(tmp_path):
     assert "on C-HMCNN's max-constrained scores (MCLoss)" in text
     assert "fine: (1 − 0.2) · that + 0.2 · SpanEmo's label-correlation loss" in text
     assert "(`label_hierarchy` in `config.json`, 4 parent labels)" in text
+    assert "the parents of every predicted label are predicted too" in text
     assert "In fine, a text with no label over its threshold gets its best one." in text
     plain = build_model_card(config(), {}, training_args, CardFacts(None, "data", None)).text
     assert "C-HMCNN" not in plain and "SpanEmo" not in plain
