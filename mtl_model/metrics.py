@@ -135,9 +135,7 @@ def mean_or_zero(values: np.ndarray) -> float:
 def hierarchy_violations(predicted: np.ndarray, config) -> float:
     """predicted: bool [rows, total_labels] → the share of rows predicting some label of the hierarchy without its
     parent."""
-    index = {name: position for position, name in enumerate(config.label_names)}
-    edges = np.array([(index[parent], index[child]) for parent, children in config.label_hierarchy.items()
-                      for child in children])  # fmt: skip
+    edges = np.array(config.parents_top_down)  # [edges, 2]: (parent, child) logit indices
     if not len(edges) or not len(predicted):
         return 0.0
     orphans = predicted[:, edges[:, 1]] & ~predicted[:, edges[:, 0]]  # [rows, edges]
