@@ -10,7 +10,8 @@
 Every run keeps its own directory under bench/runs/goemotions-<settings>/ (with checkpoints, so a killed run
 resumes) and its own results.json; a finished run is not repeated. Runs go one after the other (two at once
 oversubscribe a 2-core machine). Each invocation rewrites bench/results/goemotions.json with the finished runs and
-names the pending ones, so the comparison completes across several invocations:
+names the pending ones, so the comparison completes across several invocations (bench/structure.py then puts the
+label-structure benchmark's kept setting in its "ours", over two seeds, and keeps the stock runs):
 
     python bench/goemotions.py                         # all four runs, or what is left of them
     python bench/goemotions.py --only ours             # one run: ours, or stock-emotion, stock-ekman, ...

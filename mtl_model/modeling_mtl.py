@@ -297,23 +297,24 @@ def label_scores(logits, config: MultiTaskConfig) -> np.ndarray:
 
 def label_decisions(scores: np.ndarray, config: MultiTaskConfig, thresholds: np.ndarray | None = None) -> np.ndarray:
     """Scores [rows, total_labels] (`label_scores`) → the predicted labels, bool [rows, total_labels]: each label at
-    or above its threshold (the config's, or `thresholds` [total_labels]); in the tasks of `config.at_least_one`, a
-    row with none gets its highest-scoring label; under a hierarchy, the ancestors of every chosen label too, or
-    (`hierarchy_consistency="drop_orphans"`) not the chosen labels whose parent is not chosen: per-label thresholds
-    can pass a child and not its higher-scored parent."""
+    or above its threshold (the config's, or `thresholds` [total_labels]); under a hierarchy with
+    `hierarchy_consistency="drop_orphans"`, not those whose parent is not chosen (per-label thresholds can pass a
+    child and not its higher-scored parent); in the tasks of `config.at_least_one`, a row left with none gets its
+    highest-scoring label; under a hierarchy, then, the ancestors of every chosen label (with drop_orphans only the
+    labels chosen for at least one can lack them: dropping after that choice could leave a task empty again)."""
     thresholds = np.array(config.per_label(config.thresholds)) if thresholds is None else thresholds
     chosen = scores >= thresholds
+    if config.constrained and config.hierarchy_consistency == "drop_orphans":
+        for parent, child in config.parents_top_down:
+            chosen[:, child] &= chosen[:, parent]
     for task in config.at_least_one:
         task_slice = config.task_slices[task]
         task_chosen = chosen[:, task_slice]  # a view: writing to it writes to `chosen`
         empty = np.flatnonzero(~task_chosen.any(axis=1))
         task_chosen[empty, scores[empty, task_slice].argmax(axis=1)] = True
-    if config.constrained and config.hierarchy_consistency == "add_parents":
+    if config.constrained:
         closed = raise_to_descendants(torch.from_numpy(chosen.astype(np.float32)), config.descendants)
         chosen = closed.numpy() > 0
-    elif config.constrained:
-        for parent, child in config.parents_top_down:
-            chosen[:, child] &= chosen[:, parent]
     return chosen
 
 

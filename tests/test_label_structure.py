@@ -154,6 +154,18 @@ def test_at_least_one_label_takes_the_highest_score_of_a_task_with_none_over_its
     assert label_decisions(scores, config())[0, :6].sum() == 0
 
 
+def test_at_least_one_label_holds_after_orphans_are_dropped_and_brings_its_ancestors():
+    # Constrained scores (each parent at least its children): fine/anger passes its threshold, its parent
+    # coarse/unhappy does not (0.65 < 0.9), so anger is dropped as an orphan, which leaves fine empty; at least one
+    # fine label then takes the highest fine score, anger, with its ancestors.
+    scores = np.array([[0.1, 0.2, 0.6, 0.3, 0.3, 0.65, 0.35, 0.7]])
+    thresholds = {"fine": [0.5] * 4, "coarse": [0.9, 0.9], "polarity": [0.5, 0.5]}
+    options = dict(label_hierarchy=HIERARCHY, hierarchy_consistency="drop_orphans", thresholds=thresholds)
+    assert label_decisions(scores, config(**options))[0].tolist() == [False] * 7 + [True]
+    chosen = label_decisions(scores, config(**options, at_least_one=["fine"]))
+    assert chosen[0].tolist() == [False, False, True, False, False, True, False, True]
+
+
 def test_a_saved_model_with_a_hierarchy_predicts_the_same_with_remote_code(tiny_bert_dir, tmp_path):
     torch.manual_seed(0)
     structured = build_config(str(tiny_bert_dir), TASKS, "mean", label_hierarchy=HIERARCHY, at_least_one=["fine"])
