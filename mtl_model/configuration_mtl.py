@@ -83,7 +83,8 @@ class MultiTaskConfig(PreTrainedConfig):
             `"mcloss"`: C-HMCNN's max-constraint loss: the entry loss of a label is taken on its constrained score,
             over its positive descendants only when the label is present.
         at_least_one (`list[str]`, *optional*):
-            Tasks where a row with no label over its threshold gets its highest-scoring label.
+            Tasks where a row with no label over its threshold gets its highest-scoring label (under a hierarchy,
+            the finest task first, the label with its ancestors).
     """
 
     model_type = "multitask_multilabel"
@@ -206,13 +207,19 @@ class MultiTaskConfig(PreTrainedConfig):
         """(parent, child) logit indices of every edge of the hierarchy, each parent's edges after the edges above
         it: the order in which dropping orphans reaches a whole subtree."""
         index = {name: position for position, name in enumerate(self.label_names)}
-        parent_of = {child: parent for parent, children in (self.label_hierarchy or {}).items() for child in children}
+        depth = label_depths(self.label_hierarchy or {})
+        edges = sorted(((parent, child) for child, parent in child_to_parent(self.label_hierarchy or {}).items()),
+                       key=lambda edge: depth[edge[1]])  # fmt: skip
+        return [(index[parent], index[child]) for parent, child in edges]
 
-        def depth(label: str) -> int:
-            return 0 if label not in parent_of else 1 + depth(parent_of[label])
-
-        edges = sorted(parent_of.items(), key=lambda edge: depth(edge[0]))
-        return [(index[parent], index[child]) for child, parent in edges]
+    @property
+    def at_least_one_finest_first(self) -> list[str]:
+        """`at_least_one`'s tasks, those deepest in the hierarchy first: a label chosen in a finer task brings its
+        ancestors, so a coarser task it fills needs no label of its own (which could disagree with them)."""
+        depth = label_depths(self.label_hierarchy or {})
+        task_depth = {task: max(depth.get(f"{task}{TASK_LABEL_SEPARATOR}{label}", 0) for label in self.tasks[task])
+                      for task in self.at_least_one}  # fmt: skip
+        return sorted(self.at_least_one, key=lambda task: -task_depth[task])
 
     @property
     def constrained(self) -> bool:
@@ -293,6 +300,21 @@ def check_label_hierarchy(tasks: dict[str, list[str]], hierarchy: dict[str, list
             if label in path:
                 raise ValueError(f"the hierarchy has a cycle: {' → '.join(reversed([*path, label]))}")
             path.append(label)
+
+
+def child_to_parent(hierarchy: dict[str, list[str]]) -> dict[str, str]:
+    """Each child "task/label" of the hierarchy → its parent."""
+    return {child: parent for parent, children in hierarchy.items() for child in children}
+
+
+def label_depths(hierarchy: dict[str, list[str]]) -> dict[str, int]:
+    """Each "task/label" of the hierarchy → its number of ancestors (a root 0)."""
+    parents = child_to_parent(hierarchy)
+
+    def depth(label: str) -> int:
+        return 0 if label not in parents else 1 + depth(parents[label])
+
+    return {label: depth(label) for label in {*hierarchy, *parents}}
 
 
 def descendant_indices(label_names: list[str], hierarchy: dict[str, list[str]]) -> dict[int, list[int]]:

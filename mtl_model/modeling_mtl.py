@@ -297,25 +297,40 @@ def label_scores(logits, config: MultiTaskConfig) -> np.ndarray:
 
 def label_decisions(scores: np.ndarray, config: MultiTaskConfig, thresholds: np.ndarray | None = None) -> np.ndarray:
     """Scores [rows, total_labels] (`label_scores`) → the predicted labels, bool [rows, total_labels]: each label at
-    or above its threshold (the config's, or `thresholds` [total_labels]); under a hierarchy with
-    `hierarchy_consistency="drop_orphans"`, not those whose parent is not chosen (per-label thresholds can pass a
-    child and not its higher-scored parent); in the tasks of `config.at_least_one`, a row left with none gets its
-    highest-scoring label; under a hierarchy, then, the ancestors of every chosen label (with drop_orphans only the
-    labels chosen for at least one can lack them: dropping after that choice could leave a task empty again)."""
+    or above its threshold (the config's, or `thresholds` [total_labels]); under a hierarchy, those whose parent is
+    not chosen dropped (`hierarchy_consistency="drop_orphans"`: per-label thresholds can pass a child and not its
+    higher-scored parent) or their ancestors added (`"add_parents"`); then in the tasks of `config.at_least_one`,
+    finest first, a row left with none gets its highest-scoring label, with its ancestors under a hierarchy, so that a
+    coarser task is filled by them rather than by a label of its own that could disagree."""
     thresholds = np.array(config.per_label(config.thresholds)) if thresholds is None else thresholds
     chosen = scores >= thresholds
     if config.constrained and config.hierarchy_consistency == "drop_orphans":
-        for parent, child in config.parents_top_down:
-            chosen[:, child] &= chosen[:, parent]
-    for task in config.at_least_one:
+        chosen = without_orphans(chosen, config)
+    elif config.constrained:
+        chosen = with_ancestors(chosen, config)
+    for task in config.at_least_one_finest_first:
         task_slice = config.task_slices[task]
         task_chosen = chosen[:, task_slice]  # a view: writing to it writes to `chosen`
         empty = np.flatnonzero(~task_chosen.any(axis=1))
         task_chosen[empty, scores[empty, task_slice].argmax(axis=1)] = True
-    if config.constrained:
-        closed = raise_to_descendants(torch.from_numpy(chosen.astype(np.float32)), config.descendants)
-        chosen = closed.numpy() > 0
+        if config.constrained:
+            chosen = with_ancestors(chosen, config)
     return chosen
+
+
+def without_orphans(chosen: np.ndarray, config: MultiTaskConfig) -> np.ndarray:
+    """Decisions bool [rows, total_labels] → the same less every label whose parent is not chosen (top down, so that
+    a dropped label's whole subtree goes)."""
+    chosen = chosen.copy()
+    for parent, child in config.parents_top_down:
+        chosen[:, child] &= chosen[:, parent]
+    return chosen
+
+
+def with_ancestors(chosen: np.ndarray, config: MultiTaskConfig) -> np.ndarray:
+    """Decisions bool [rows, total_labels] → the same with the ancestors of every chosen label (the max constraint on
+    0/1 decisions)."""
+    return raise_to_descendants(torch.from_numpy(chosen.astype(np.float32)), config.descendants).numpy() > 0
 
 
 def decode_scores(scores: np.ndarray, config: MultiTaskConfig) -> list[dict[str, list[str]]]:

@@ -166,6 +166,23 @@ def test_at_least_one_label_holds_after_orphans_are_dropped_and_brings_its_ances
     assert chosen[0].tolist() == [False, False, True, False, False, True, False, True]
 
 
+def test_at_least_one_label_of_a_coarser_task_agrees_with_the_finer_tasks_labels():
+    # Constrained scores, nothing over its 0.5 threshold; fine's best is joy, coarse's own best unhappy. Filled
+    # finest first (whatever the order given), joy brings happy and pos, and coarse and polarity need no label of
+    # their own, which would have been unhappy and neg beside them.
+    scores = np.array([[0.4, 0.1, 0.1, 0.1, 0.4, 0.45, 0.4, 0.45]])
+    options = dict(label_hierarchy=HIERARCHY, hierarchy_consistency="drop_orphans")
+    chosen = label_decisions(scores, config(**options, at_least_one=["polarity", "coarse", "fine"]))
+    assert chosen[0].tolist() == [True, False, False, False, True, False, True, False]
+    # add_parents: fine/anger passes, coarse none (thresholds 0.9) though happy scores higher than unhappy; anger's
+    # ancestors are added before coarse is asked for a label, so it has unhappy alone.
+    scores = np.array([[0.1, 0.2, 0.6, 0.3, 0.7, 0.65, 0.7, 0.65]])
+    thresholds = {"fine": [0.5] * 4, "coarse": [0.9, 0.9], "polarity": [0.9, 0.9]}
+    options = dict(label_hierarchy=HIERARCHY, thresholds=thresholds, at_least_one=["coarse"])
+    chosen = label_decisions(scores, config(**options, hierarchy_consistency="add_parents"))
+    assert chosen[0].tolist() == [False, False, True, False, False, True, False, True]
+
+
 def test_a_saved_model_with_a_hierarchy_predicts_the_same_with_remote_code(tiny_bert_dir, tmp_path):
     torch.manual_seed(0)
     structured = build_config(str(tiny_bert_dir), TASKS, "mean", label_hierarchy=HIERARCHY, at_least_one=["fine"])
