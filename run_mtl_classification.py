@@ -11,13 +11,15 @@ train / eval / predict → save, model card, push.
 
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import transformers
 from transformers import AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCallback, set_seed
 
-from mtl_model.arguments import hub_model_id
+from mtl_model.arguments import OPTION_FLAGS, hub_model_id
+from mtl_model.checkpoints import check_output_dir, check_resumable, checkpoint_to_resume, remove_old_checkpoints
 from mtl_model.data import (
     capped_pos_weight,
     carve_validation,
@@ -28,21 +30,18 @@ from mtl_model.data import (
     select_first,
 )
 from mtl_model.errors import ArgumentError, DataError
-from mtl_model.loading import (
-    build_config,
-    check_output_dir,
-    check_resumable,
-    checkpoint_to_resume,
-    freeze_word_embeddings,
-    load_model,
-    remove_old_checkpoints,
-    trained_tasks,
-)
-from mtl_model.metrics import build_compute_metrics, check_metric_for_best_model, metric_names, metrics_at_threshold
+from mtl_model.loading import build_config, freeze_word_embeddings, load_config, load_model, trained_tasks
+from mtl_model.metrics import build_compute_metrics, metric_names, metrics_at_threshold
 from mtl_model.model_card import CardFacts
-from mtl_model.parsing import onnx_batch_size, parse_arguments, resolve_early_stopping
+from mtl_model.parsing import (
+    check_inference_backend,
+    check_metric_for_best_model,
+    onnx_batch_size,
+    parse_arguments,
+    resolve_early_stopping,
+)
 from mtl_model.report import write_evaluation_report, write_predictions
-from mtl_model.trainer import MultiTaskTrainer, check_inference_backend
+from mtl_model.trainer import MultiTaskTrainer
 
 logger = logging.getLogger(__name__)
 SPEED = ("_runtime", "_samples_per_second", "_steps_per_second")
@@ -52,51 +51,50 @@ def main(argv: list[str]) -> None:
     model_args, data_args, training_args, given = parse_arguments(argv)
     setup_logging(training_args)
     training_args = resolve_early_stopping(training_args, data_args, given)
-    check_output_dir(training_args)
+    check_output_dir(training_args, model_args.model_name_or_path, changes_model(training_args, data_args, given))
     check_inference_backend(model_args, training_args)
     logger.info("Training arguments: %s", training_args)
     set_seed(training_args.seed)
 
     # Data: load, validate every row, encode labels and tokenize, all before the model loads.
-    raw, where = load_raw_splits(
-        {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file},
-        data_args.dataset_name,
-        data_args.dataset_config_name,
-        model_args.cache_dir,
-    )
-    raw = keep_needed_splits(raw, training_args, data_args.tune_thresholds)
+    # Only the splits the requested phases use are read: prediction alone from a model of ours reads the test data.
+    saved_tasks = trained_tasks(model_args.model_name_or_path, model_args.cache_dir)
+    phases = Phases(training_args.do_train, needs_validation(training_args, data_args), training_args.do_predict,
+                    labels_from_train=saved_tasks is None)  # fmt: skip
+    files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
+    files = {split: path for split, path in files.items() if split in phases.splits(bool(data_args.validation_file))}
+    raw, where = load_raw_splits(files, data_args.dataset_name, data_args.dataset_config_name, model_args.cache_dir)
+    raw = keep_needed_splits(raw, phases)
     raw = select_first(raw, sample_limits(data_args))
-    tasks, sources = resolve_tasks(
-        raw, where, data_args, trained_tasks(model_args.model_name_or_path, model_args.cache_dir)
-    )
+    tasks, sources = resolve_tasks(raw, where, data_args, saved_tasks)
     check_metric_for_best_model(training_args, metric_names(tasks))
-    task_weights = model_args.parsed_task_weights(tasks)
-    options = model_args.config_options(tasks)
-    hierarchy = read_label_hierarchy(data_args.label_hierarchy, tasks)
-    if hierarchy is not None:  # else a model of ours keeps the hierarchy it was trained with
-        options["label_hierarchy"] = hierarchy
+    # The model options the user gave; a model of ours keeps its own value of every other one.
+    options = model_args.given_options(tasks, given)
+    if "label_hierarchy" in given:
+        options["label_hierarchy"] = read_label_hierarchy(data_args.label_hierarchy, tasks)
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.tokenizer_name or model_args.model_name_or_path, cache_dir=model_args.cache_dir
     )
     with training_args.main_process_first(desc="dataset map pre-processing"):
         encoded = encode_splits(raw, where, data_args, tasks, sources, tokenizer)
-    encoded = carve_validation(encoded, data_args.validation_split_percentage, training_args.seed)
+    if phases.validation:
+        encoded = carve_validation(encoded, data_args.validation_split_percentage, training_args.seed)
     encoded = select_first(encoded, sample_limits(data_args))
 
     # Model
-    pos_weight = None
-    if model_args.pos_weight_cap and "train" in encoded:
-        pos_weight = capped_pos_weight(encoded["train"], tasks, model_args.pos_weight_cap)
+    if model_args.pos_weight_cap and training_args.do_train:
+        options["pos_weight"] = capped_pos_weight(encoded["train"], tasks, model_args.pos_weight_cap)
     config = build_config(
         model_args.model_name_or_path,
         tasks,
-        model_args.pooling,
-        task_weights,
-        model_args.classifier_dropout,
-        model_args.cache_dir,
-        model_args.attention_dropout,
-        **options,
-        pos_weight=pos_weight,
+        options,
+        training=training_args.do_train,
+        cache_dir=model_args.cache_dir,
+        attention_dropout=attention_dropout(model_args, given, saved_tasks is None),
+    )
+    # A model of ours given a decoding option other than its own is saved whole with it (config and weights).
+    options_changed = (
+        saved_tasks is not None and config.to_dict() != load_config(model_args.model_name_or_path).to_dict()
     )
     model = load_model(model_args.model_name_or_path, config, model_args.cache_dir, model_args.attn_implementation)
     if model_args.freeze_word_embeddings:
@@ -134,10 +132,8 @@ def main(argv: list[str]) -> None:
         objective = data_args.threshold_objective
         thresholds = trainer.tune_thresholds(validation, data_args.min_positives_to_tune, objective)
         logger.info("Thresholds tuned on the validation split: %s", thresholds)
-    if training_args.do_train:
-        trainer.save_model()  # the weights and the config, with the tuned thresholds
-    elif data_args.tune_thresholds and trainer.is_world_process_zero():
-        model.config.save_pretrained(training_args.output_dir)
+    if training_args.do_train or data_args.tune_thresholds or options_changed:
+        trainer.save_model()  # the weights and the config, with the tuned thresholds: a whole model
     if training_args.do_eval:
         eval_metrics = trainer.evaluation_metrics(validation)
         metrics.update(eval_metrics, eval_samples=len(encoded["validation"]))
@@ -217,18 +213,50 @@ def setup_logging(training_args) -> None:
     transformers.utils.logging.enable_explicit_format()
 
 
-def keep_needed_splits(raw, training_args, tune_thresholds: bool):
-    """Only the splits the requested phases use; a missing one is an error now rather than after training.
-    Train is always kept: it defines the label sets, and validation can be carved from it."""
-    if training_args.do_train and "train" not in raw:
+def attention_dropout(model_args, given: set[str], new_model: bool) -> float | None:
+    """The recipe's attention dropout for a new model; a model of ours keeps its encoder's own unless given."""
+    return model_args.attention_dropout if new_model or "attention_dropout" in given else None
+
+
+def needs_validation(training_args, data_args) -> bool:
+    return training_args.do_train or training_args.do_eval or data_args.tune_thresholds
+
+
+def changes_model(training_args, data_args, given: set[str]) -> bool:
+    """Whether this run may save a model: it trains, tunes thresholds or is given a model option."""
+    options_given = bool(given & (set(OPTION_FLAGS) | {"label_hierarchy"}))
+    return training_args.do_train or data_args.tune_thresholds or options_given
+
+
+@dataclass(frozen=True)
+class Phases:
+    """What a run does with data: train, evaluate or tune on a validation split, predict the test split; and
+    whether the label sets come from the training data (not a model of ours, which holds its own)."""
+
+    train: bool
+    validation: bool
+    predict: bool
+    labels_from_train: bool
+
+    def splits(self, has_validation: bool) -> set[str]:
+        """The splits to read. Train is read to train on, to carve a validation split from where the data has none
+        (`has_validation`), and for the label sets."""
+        wanted = {"validation"} if self.validation else set()
+        wanted |= {"test"} if self.predict else set()
+        if self.train or self.labels_from_train or (self.validation and not has_validation):
+            wanted.add("train")
+        return wanted
+
+
+def keep_needed_splits(raw, phases: Phases):
+    """Only the splits the requested phases use; a missing one is an error now rather than after training."""
+    if phases.train and "train" not in raw:
         raise DataError("--do_train needs training data (--train_file or a dataset with a train split)")
-    needs_validation = training_args.do_eval or tune_thresholds
-    if needs_validation and "validation" not in raw and "train" not in raw:
+    if phases.validation and "validation" not in raw and "train" not in raw:
         raise DataError("--do_eval and --tune_thresholds need validation data (or training data to split it from)")
-    if training_args.do_predict and "test" not in raw:
+    if phases.predict and "test" not in raw:
         raise DataError("--do_predict needs test data (--test_file or a dataset with a test split)")
-    wanted = {"train", "validation"} if training_args.do_train or needs_validation else {"train"}
-    wanted |= {"test"} if training_args.do_predict else set()
+    wanted = phases.splits("validation" in raw)
     return raw.__class__({split: dataset for split, dataset in raw.items() if split in wanted})
 
 

@@ -24,9 +24,9 @@ import numpy as np
 from harness import DATA, REPO, RESULTS, TASKS, f1_scores, median_ratio, run_cli, write_results
 from transformers import AutoTokenizer
 
+from mtl_model.decoding import decode_scores, label_scores
 from mtl_model.export import export_onnx
 from mtl_model.loading import load_config, load_model
-from mtl_model.modeling_mtl import decode_scores, label_scores
 from mtl_model.onnx_classifier import OnnxMultiTaskClassifier
 
 # Each backend's CLI flags: PyTorch, ONNX Runtime's float32 and int8. (The run recorded in BENCHMARKS.md, at the
@@ -43,13 +43,13 @@ def parity(model_dir: Path) -> dict:
     )
     texts = [json.loads(line)["text"] for line in (DATA / "test.jsonl").read_text(encoding="utf-8").splitlines()]
     expected = model.logits(texts, tokenizer, max_length=MAX_LENGTH).numpy()
-    labels = decode_scores(label_scores(expected, model.config), model.config)
+    labels = decode_scores(label_scores(expected, model.config.decoding), model.config.decoding)
     figures = {}
     with tempfile.TemporaryDirectory() as directory:
         export_onnx(model, tokenizer, directory, int8=True)
         for name, int8 in (("onnx", False), ("onnx-int8", True)):
             logits = OnnxMultiTaskClassifier.from_pretrained(directory, int8=int8).logits(texts, max_length=MAX_LENGTH)
-            decoded = decode_scores(label_scores(logits, model.config), model.config)
+            decoded = decode_scores(label_scores(logits, model.config.decoding), model.config.decoding)
             other = sum(a != b for a, b in zip(decoded, labels))
             figures[name] = {"max_abs_logit_difference": float(np.abs(logits - expected).max()),
                              "texts_with_other_labels": int(other), "texts": len(texts)}  # fmt: skip

@@ -60,7 +60,7 @@ def run_stock(task: str, output_dir: Path, epochs: float, learning_rate: float, 
     from transformers import AutoTokenizer, TrainingArguments
 
     from mtl_model.arguments import bundled_encoder_path
-    from mtl_model.loading import newest_complete_checkpoint
+    from mtl_model.checkpoints import newest_complete_checkpoint
 
     encoder, names = bundled_encoder_path(), label_names(str(DATA / "labels.json"), [task])
     tokenizer = AutoTokenizer.from_pretrained(encoder)

@@ -22,8 +22,8 @@ from harness import DATA, REPO, RESULTS, logits_and_labels, read_json, write_res
 from transformers import AutoTokenizer
 
 from mtl_model import BertForMultiTaskMultiLabel
+from mtl_model.decoding import label_scores
 from mtl_model.metrics import multitask_metrics, tune_thresholds
-from mtl_model.modeling_mtl import label_scores
 
 GROUPED_TASKS = ("ekman", "sentiment")
 ALPHAS = (0.25, 0.5, 0.75, 1.0)
@@ -38,7 +38,7 @@ def emotions_under(hierarchy: dict[str, list[str]], node: str) -> list[str]:
 
 def mixed_logits(logits: np.ndarray, config, hierarchy: dict, alpha: float, group_score: str) -> np.ndarray:
     """Each grouped task's probabilities mixed with its groups' emotion scores, back as logits [rows, labels]."""
-    probabilities = label_scores(logits, config)
+    probabilities = label_scores(logits, config.decoding)
     emotions = probabilities[:, config.task_slices["emotion"]]  # [rows, 28]
     mixed = logits.astype(np.float64)
     for task in GROUPED_TASKS:

@@ -43,8 +43,8 @@ def preprocess(train_file: str, cache_dir: str) -> dict:
     from transformers import AutoTokenizer
 
     from mtl_model.arguments import DataTrainingArguments, bundled_encoder_path
+    from mtl_model.batching import longest_first
     from mtl_model.data import encode_splits, load_raw_splits, resolve_tasks, token_lengths
-    from mtl_model.modeling_mtl import longest_first
 
     seconds, peak_rss_mib = {}, {"imports": peak_rss()}
     clock = time.perf_counter()

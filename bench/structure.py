@@ -49,6 +49,7 @@ from harness import (
 )
 from transformers import AutoTokenizer
 
+from mtl_model.configuration_mtl import model_options
 from mtl_model.loading import load_config, load_model
 from mtl_model.metrics import metrics_at_threshold, multitask_metrics, tune_thresholds
 from mtl_model.parsing import parse_arguments
@@ -79,8 +80,9 @@ DECODING = {
 
 def config_decoding() -> dict:
     """The decoding options of examples/goemotions/config.yaml, as the CLI parses them."""
-    model_args, data_args, _, _ = parse_arguments([str(CONFIG)])
-    options = model_args.config_options(read_json(DATA / "labels.json"))
+    model_args, data_args, _, given = parse_arguments([str(CONFIG)])
+    defaults = {declared.name: declared.default for declared in model_options()}
+    options = {**defaults, **model_args.given_options(read_json(DATA / "labels.json"), given)}
     return dict(
         hierarchy_constraint=options["hierarchy_constraint"],
         hierarchy_consistency=options["hierarchy_consistency"],

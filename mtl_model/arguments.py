@@ -3,20 +3,13 @@
 import functools
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 
 import torch
 from transformers import TrainingArguments
 
-from .configuration_mtl import (
-    CONSISTENCY_CHOICES,
-    HIERARCHY_LOSS_CHOICES,
-    LOSS_CHOICES,
-    POOLING_CHOICES,
-    POS_WEIGHT_LOSSES,
-    THRESHOLD_OBJECTIVES,
-)
+from .configuration_mtl import THRESHOLD_OBJECTIVES, model_options, option_flag, option_problem
 from .errors import ArgumentError
 
 BUNDLED_ENCODER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -38,8 +31,32 @@ def hub_model_id(model_name_or_path: str) -> str | None:
     return None if Path(model_name_or_path).exists() else model_name_or_path
 
 
+def option_flag_fields() -> dict[str, tuple]:
+    """Flag name → (type, field) of each model option a flag sets: the default, help and choices of its config
+    field (`MultiTaskConfig`'s `option` declarations), typed as the flag is written (a string where the config holds
+    a list or a mapping: `read_flag` converts it)."""
+    made = {}
+    for declared in model_options():
+        flag = option_flag(declared)
+        if flag is not None:
+            metadata = {"help": declared.metadata["help"]}
+            if declared.metadata["choices"]:
+                metadata["choices"] = list(declared.metadata["choices"])
+            kind = str | None if declared.metadata["flag_format"] else declared.type
+            made[flag] = (kind, field(default=declared.default, metadata=metadata))
+    return made
+
+
+# The model options' flags, made from their declarations in the config (one source of truth): the base of
+# `ModelArguments`, so that `model_args.pooling` and the like read as before.
+ModelOptionArguments = make_dataclass(
+    "ModelOptionArguments", [(flag, kind, made) for flag, (kind, made) in option_flag_fields().items()]
+)
+OPTION_FLAGS = {option_flag(declared): declared for declared in model_options() if option_flag(declared)}
+
+
 @dataclass
-class ModelArguments:
+class ModelArguments(ModelOptionArguments):
     model_name_or_path: str | None = field(
         default=None,
         metadata={
@@ -54,38 +71,20 @@ class ModelArguments:
         metadata={"help": "Attention kernel of the encoder: default transformers' choice, sdpa wherever the encoder "
                   "supports it (eager for DeBERTa-v2 and MPNet); eager, sdpa, flash_attention_2 (where installed)."},
     )  # fmt: skip
-    pooling: str = field(
-        default="mean",
-        metadata={"help": "Text vector: mean (masked mean of hidden states), cls (first token's state) or pooler "
-                  "(the encoder's own pooler, where it has one).",
-                  "choices": list(POOLING_CHOICES)},
-    )  # fmt: skip
-    classifier_dropout: float | None = field(default=None, metadata={"help": "Dropout before the heads."})
     # Both defaults make CPU training faster and smaller (no dropout masks; the frozen matrix's gradient and AdamW
     # moments, 134 MiB for a BERT vocabulary at hidden size 384, are never allocated) at the same F1 with tuned
     # thresholds: BENCHMARKS.md, "Speed defaults".
     attention_dropout: float = field(
         default=0.0,
         metadata={"help": "Dropout on the attention probabilities while training, under the encoder's own field "
-                  "name (attention_probs_dropout_prob, attention_dropout): 0 by default here; 0.1 is BERT's and the "
-                  "bundled MiniLM's own."},
+                  "name (attention_probs_dropout_prob, attention_dropout): 0 by default here for a new model (a "
+                  "model of ours keeps its own unless given); 0.1 is BERT's and the bundled MiniLM's own."},
     )  # fmt: skip
     freeze_word_embeddings: bool = field(
         default=True,
         metadata={"help": "Keep the encoder's word-embedding matrix as pretrained (default): no gradient or "
                   "optimizer state for its vocabulary × hidden weights. 'false' trains it too."},
     )  # fmt: skip
-    task_weights: str | None = field(
-        default=None, metadata={"help": "Loss weight per task, e.g. 'emotion=1,sentiment=0.5' (default 1 each)."}
-    )
-    loss_type: str = field(
-        default="bce",
-        metadata={"help": "Per-entry loss: bce, focal or asl (asymmetric loss).", "choices": list(LOSS_CHOICES)},
-    )
-    focal_gamma: float = field(default=2.0, metadata={"help": "Focusing exponent of the focal loss."})
-    asl_gamma_positive: float = field(default=0.0, metadata={"help": "ASL exponent on positives."})
-    asl_gamma_negative: float = field(default=4.0, metadata={"help": "ASL exponent on negatives."})
-    asl_clip: float = field(default=0.05, metadata={"help": "ASL probability margin below which negatives cost 0."})
     pos_weight_cap: float | None = field(
         default=None,
         metadata={"help": "Weight each label's positives by its training negative/positive ratio, capped at this."},
@@ -94,35 +93,6 @@ class ModelArguments:
         default=3e-3,
         metadata={"help": "Peak learning rate of the task heads; the encoder uses --learning_rate (BENCHMARKS.md)."},
     )
-    label_correlation_weight: str | None = field(
-        default=None,
-        metadata={"help": "Mix SpanEmo's label-correlation loss into each task's loss with this weight (0.2 in the "
-                  "paper), or per task, e.g. 'emotion=0.2'; none by default."},
-    )  # fmt: skip
-    hierarchy_constraint: bool = field(
-        default=True,
-        metadata={"help": "With --label_hierarchy: raise each parent's score to its descendants' highest (C-HMCNN) "
-                  "and make the decisions agree (--hierarchy_consistency), so no prediction breaks the hierarchy. "
-                  "'false' keeps the hierarchy for the violation metric only."},
-    )  # fmt: skip
-    hierarchy_consistency: str = field(
-        default="add_parents",
-        metadata={"help": "With the constraint, how per-label decisions are made to agree with the hierarchy: "
-                  "add_parents (predict the ancestors of every predicted label) or drop_orphans (drop a predicted "
-                  "label whose parent is not predicted, from the top down; BENCHMARKS.md compares them).",
-                  "choices": list(CONSISTENCY_CHOICES)},
-    )  # fmt: skip
-    hierarchy_loss: str = field(
-        default="none",
-        metadata={"help": "With --label_hierarchy: none, or mcloss (C-HMCNN's loss on the constrained scores).",
-                  "choices": list(HIERARCHY_LOSS_CHOICES)},
-    )  # fmt: skip
-    at_least_one_label: str | None = field(
-        default=None,
-        metadata={"help": "Tasks (comma-separated) where a text with no label over its threshold gets its "
-                  "highest-scoring label, e.g. 'emotion,ekman,sentiment'."},
-    )  # fmt: skip
-
     inference_backend: str = field(
         default="torch",
         metadata={
@@ -135,23 +105,36 @@ class ModelArguments:
 
     def __post_init__(self):
         self.model_name_or_path = self.model_name_or_path or bundled_encoder_path() or "bert-base-uncased"
-        if self.pos_weight_cap and self.loss_type not in POS_WEIGHT_LOSSES:
-            raise ArgumentError(f"--pos_weight_cap applies to --loss_type {' and '.join(POS_WEIGHT_LOSSES)} only")
 
-    def config_options(self, tasks: dict[str, list[str]]) -> dict:
-        """The loss, hierarchy and decoding fields of the model config."""
-        names = ("loss_type", "focal_gamma", "asl_gamma_positive", "asl_gamma_negative", "asl_clip",
-                 "hierarchy_constraint", "hierarchy_consistency", "hierarchy_loss")  # fmt: skip
-        at_least_one = split_list(self.at_least_one_label)
-        check_tasks_named("--at_least_one_label", at_least_one, tasks)
-        return {
-            **{name: getattr(self, name) for name in names},
-            "label_correlation": per_task_numbers("--label_correlation_weight", self.label_correlation_weight, tasks),
-            "at_least_one": at_least_one,
-        }
+    def given_options(self, tasks: dict[str, list[str]], given: set[str]) -> dict:
+        """The model options the user gave (as a flag or a config-file key), as config values, each checked by its
+        declaration (`option_problem`). Options not given are left to the model: a saved model's own value, or the
+        config's default for a new one."""
+        values = {}
+        for flag, declared in OPTION_FLAGS.items():
+            if flag in given:
+                value = read_flag(flag, declared.metadata["flag_format"], getattr(self, flag), tasks)
+                check_option_flag(flag, declared, value)
+                values[declared.name] = value
+        return values
 
-    def parsed_task_weights(self, tasks: dict[str, list[str]]) -> dict[str, float]:
-        return per_task_numbers("--task_weights", self.task_weights, tasks)
+
+def read_flag(flag: str, flag_format: str | None, value, tasks: dict[str, list[str]]):
+    """A model option's flag value → its config value (see `option`'s flag_format)."""
+    if flag_format is None or value is None:
+        return value
+    if flag_format == "tasks":
+        named = split_list(value)
+        check_tasks_named(f"--{flag}", named, tasks)
+        return named
+    return per_task_numbers(f"--{flag}", value, tasks)
+
+
+def check_option_flag(flag: str, declared, value) -> None:
+    """A model option's value checked by its declaration, the error naming the flag."""
+    problem = option_problem(declared, value)
+    if problem:
+        raise ArgumentError(f"--{flag} {problem}")
 
 
 def per_task_numbers(flag: str, value: str | None, tasks: dict[str, list[str]]) -> dict[str, float]:
@@ -352,8 +335,3 @@ class MultiTaskTrainingArguments(TrainingArguments):
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataTrainingArguments, MultiTaskTrainingArguments)
-
-
-# ONNX Runtime on a CPU predicts fastest in small batches (MiniLM: 484 int8 texts/s in batches of 16, 413 in 64;
-# float32 within 3% from 16 to 64), PyTorch in large ones: BENCHMARKS.md, "Deploy".
-ONNX_EVAL_BATCH_SIZE = 16

@@ -1,24 +1,35 @@
-"""Configuration of a transformer encoder with one multi-label head per task.
+"""Configuration of a transformer encoder with one multi-label head per task, and the declaration of every model
+option (`option`): its type, default, help, choices and range, from which the command line's flags are made
+(`arguments.py`) and against which both a flag and `MultiTaskConfig(...)` are checked (`option_problem`).
 
-Self-contained (imports only transformers) so that `save_pretrained` can copy it next to the weights for
-`trust_remote_code=True` loading.
+Self-contained (imports only transformers and the numpy-only `decoding` next to it) so that `save_pretrained` can
+copy it next to the weights for `trust_remote_code=True` loading.
 """
+
+from dataclasses import Field, field, fields
 
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
+
+from .decoding import (
+    CONSISTENCY_CHOICES,
+    TASK_LABEL_SEPARATOR,
+    Decoding,
+    TaskLayout,
+    check_label_hierarchy,
+    per_label_vector,
+    tasks_in_saved_order,
+)
 
 POOLING_CHOICES = ("mean", "cls", "pooler")
 LOSS_CHOICES = ("bce", "focal", "asl")
 POS_WEIGHT_LOSSES = ("bce", "focal")  # ASL weighs positives by its own exponents instead
 HIERARCHY_LOSS_CHOICES = ("none", "mcloss")
-# How constrained decoding makes per-label decisions agree with the hierarchy: add the ancestors of every predicted
-# label, or drop every predicted label whose parent is not predicted.
-CONSISTENCY_CHOICES = ("add_parents", "drop_orphans")
-CHOICES = {"pooling": POOLING_CHOICES, "loss_type": LOSS_CHOICES, "hierarchy_loss": HIERARCHY_LOSS_CHOICES,
-           "hierarchy_consistency": CONSISTENCY_CHOICES}  # fmt: skip
 # What threshold tuning maximises: each label's own F1, or its task's micro-F1 (one threshold per task).
 THRESHOLD_OBJECTIVES = ("label_f1", "micro_f1")
-TASK_LABEL_SEPARATOR = "/"
+# When an option acts: in training only (so a saved model's value can change only by training it again), or in
+# decoding (a model reloaded to predict takes a value given for it).
+TRAINING, DECODING = "training", "decoding"
 # The label value of an entry whose task is not annotated for that example: left out of the loss and metrics.
 IGNORE_INDEX = -100
 # Where `get_config_dict` hands on the encoder's model type of a saved flat config.
@@ -31,7 +42,30 @@ OUTER_KEYWORDS = ("attn_implementation", "experts_implementation", "output_atten
                   "_commit_hash", "num_labels", "auto_map")  # fmt: skip
 
 
-class MultiTaskConfig(PreTrainedConfig):
+def at_least(low: float) -> tuple:
+    return lambda value: value >= low, f"at least {low}"
+
+
+def in_unit_interval(upper_open: bool = False) -> tuple:
+    if upper_open:
+        return lambda value: 0 <= value < 1, "in [0, 1)"
+    return lambda value: 0 <= value <= 1, "in [0, 1]"
+
+
+def option(default, help: str, applies: str, choices=None, check=None, flag: str | bool = True, flag_format=None):
+    """A model option: a config field declared once, with what the command line makes of it.
+
+    applies: `TRAINING` or `DECODING` (see there). choices: the values allowed. check: (predicate, description) of
+    each number the value holds (a scalar, or the numbers of a per-task or per-label mapping). flag: the flag's name
+    when not the field's, False for an option no flag sets. flag_format: how the flag's string becomes the value
+    when their types differ: "tasks" ('a,b' → ['a', 'b']) or "per_task_numbers" ('0.2' or 'a=0.2,b=1' → {task: n}).
+    """
+    metadata = {"help": help, "applies": applies, "choices": choices, "check": check, "flag_format": flag_format,
+                "flag": None if flag is False else flag}  # fmt: skip
+    return field(default=default, metadata=metadata)
+
+
+class MultiTaskConfig(TaskLayout, PreTrainedConfig):
     r"""
     The task layout of a multi-task, multi-label classifier around any encoder's own config (`encoder`).
 
@@ -45,46 +79,7 @@ class MultiTaskConfig(PreTrainedConfig):
             The encoder's config (BERT, RoBERTa, DeBERTa-v2, ModernBERT, …). Built from the flat fields when loaded.
         tasks (`dict[str, list[str]]`):
             Ordered mapping task name → label names. Logits and labels of all tasks are concatenated in this order.
-        task_weights (`dict[str, float]`, *optional*):
-            Weight of each task's loss in the summed loss (default 1.0 per task).
-        thresholds (`dict[str, list[float]]`, *optional*):
-            Per-label decision thresholds on the label's score (its sigmoid, constrained under a hierarchy; default
-            0.5 per label).
-        pooling (`str`, *optional*, defaults to `"mean"`):
-            How a text becomes one vector: `"mean"` (masked mean of the last hidden states), `"cls"` (the first
-            token's hidden state) or `"pooler"` (the encoder's own pooler, for encoders that have one, e.g. BERT's
-            dense + tanh as `BertForSequenceClassification` uses it).
-        classifier_dropout (`float`, *optional*):
-            Dropout before the heads. Default: as the encoder's own sequence classifier, its `classifier_dropout`
-            where set, else its `hidden_dropout_prob`, else 0.1. Always a number once built (ModernBERT's config,
-            which shares the field on disk, accepts no null).
-        loss_type (`str`, *optional*, defaults to `"bce"`):
-            Per-entry loss: `"bce"`, `"focal"` (BCE × (1 - p_t)^focal_gamma, Lin et al. 2017) or `"asl"` (asymmetric
-            loss, Ridnik et al. 2021: positives weighted by (1 - p)^asl_gamma_positive, negatives by
-            p_m^asl_gamma_negative with p_m = max(p - asl_clip, 0)).
-        pos_weight (`dict[str, list[float]]`, *optional*):
-            Per-label weight of the positive term of the BCE (e.g. capped negative/positive ratios); none by default.
-        label_correlation (`dict[str, float]`, *optional*):
-            Per task, the weight w of SpanEmo's label-correlation loss (Alhuzali & Ananiadou, EACL 2021): the task's
-            loss is (1 - w) · its entry loss + w · the mean over (absent, present) label pairs of
-            exp(p_absent - p_present). Tasks not named: none.
-        label_hierarchy (`dict[str, list[str]]`, *optional*):
-            Parent "task/label" → its children "task/label", children in other tasks than their parent, each label
-            under one parent at most, no cycle (e.g. `{"ekman/joy": ["emotion/joy", "emotion/amusement"]}`).
-        hierarchy_constraint (`bool`, *optional*, defaults to `True`):
-            With a hierarchy, decode consistently: each label's score is raised to the highest score of its
-            descendants (C-HMCNN, Giunchiglia & Lukasiewicz, NeurIPS 2020), and the decisions made to agree as
-            `hierarchy_consistency` says. False keeps the hierarchy for the violation metric only.
-        hierarchy_consistency (`str`, *optional*, defaults to `"add_parents"`):
-            Per-label thresholds can pass a child and not its (higher-scored) parent: `"add_parents"` then predicts
-            the ancestors of every predicted label, `"drop_orphans"` drops every predicted label whose parent is not
-            predicted, from the top of the hierarchy down.
-        hierarchy_loss (`str`, *optional*, defaults to `"none"`):
-            `"mcloss"`: C-HMCNN's max-constraint loss: the entry loss of a label is taken on its constrained score,
-            over its positive descendants only when the label is present.
-        at_least_one (`list[str]`, *optional*):
-            Tasks where a row with no label over its threshold gets its highest-scoring label (under a hierarchy,
-            the finest task first, the label with its ancestors).
+        Every other field is a model option, declared below with its help, choices and range (`option`).
     """
 
     model_type = "multitask_multilabel"
@@ -95,52 +90,140 @@ class MultiTaskConfig(PreTrainedConfig):
 
     encoder: PreTrainedConfig | dict | None = None
     tasks: dict[str, list[str]] | None = None
-    task_weights: dict[str, float] | None = None
-    thresholds: dict[str, list[float]] | None = None
-    pooling: str = "mean"
-    classifier_dropout: float | None = None
-    loss_type: str = "bce"
-    focal_gamma: float = 2.0
-    asl_gamma_positive: float = 0.0
-    asl_gamma_negative: float = 4.0
-    asl_clip: float = 0.05
-    pos_weight: dict[str, list[float]] | None = None
-    label_correlation: dict[str, float] | None = None
-    label_hierarchy: dict[str, list[str]] | None = None
-    hierarchy_constraint: bool = True
-    hierarchy_consistency: str = "add_parents"
-    hierarchy_loss: str = "none"
-    at_least_one: list[str] | None = None
+    pooling: str = option(
+        "mean",
+        "Text vector: mean (masked mean of the last hidden states), cls (the first token's state) or pooler (the "
+        "encoder's own pooler, where it has one, e.g. BERT's dense + tanh as BertForSequenceClassification uses it).",
+        TRAINING,
+        choices=POOLING_CHOICES,
+    )
+    classifier_dropout: float | None = option(
+        None,
+        "Dropout before the heads. Default: as the encoder's own sequence classifier, its classifier_dropout where "
+        "set, else its hidden_dropout_prob, else 0.1.",
+        TRAINING,
+        check=in_unit_interval(upper_open=True),
+    )
+    task_weights: dict[str, float] | None = option(
+        None,
+        "Loss weight per task in the summed loss, e.g. 'emotion=1,sentiment=0.5', or one weight for every task "
+        "(default 1 each).",
+        TRAINING,
+        check=at_least(0),
+        flag_format="per_task_numbers",
+    )
+    loss_type: str = option(
+        "bce",
+        "Per-entry loss: bce, focal (BCE × (1 - p_t)^focal_gamma, Lin et al. 2017) or asl (asymmetric loss, Ridnik "
+        "et al. 2021: positives weighted by (1 - p)^asl_gamma_positive, negatives by p_m^asl_gamma_negative with "
+        "p_m = max(p - asl_clip, 0)).",
+        TRAINING,
+        choices=LOSS_CHOICES,
+    )
+    focal_gamma: float = option(2.0, "Focusing exponent of the focal loss.", TRAINING, check=at_least(0))
+    asl_gamma_positive: float = option(0.0, "ASL exponent on positives.", TRAINING, check=at_least(0))
+    asl_gamma_negative: float = option(4.0, "ASL exponent on negatives.", TRAINING, check=at_least(0))
+    asl_clip: float = option(
+        0.05, "ASL probability margin below which negatives cost 0.", TRAINING, check=in_unit_interval(True)
+    )
+    pos_weight: dict[str, list[float]] | None = option(
+        None,
+        "Per task, each label's weight of the positive term of the BCE (the flag --pos_weight_cap sets them to the "
+        "training negative/positive ratios, capped); none by default.",
+        TRAINING,
+        check=(lambda value: value > 0, "above 0"),
+        flag=False,
+    )
+    label_correlation: dict[str, float] | None = option(
+        None,
+        "Mix SpanEmo's label-correlation loss (Alhuzali & Ananiadou, EACL 2021) into each task's loss with this "
+        "weight w (0.2 in the paper), or per task, e.g. 'emotion=0.2': (1 - w) · the entry loss + w · the mean over "
+        "(absent, present) label pairs of exp(p_absent - p_present); none by default.",
+        TRAINING,
+        check=in_unit_interval(),
+        flag="label_correlation_weight",
+        flag_format="per_task_numbers",
+    )
+    label_hierarchy: dict[str, list[str]] | None = option(
+        None,
+        'Parent "task/label" → its children "task/label", in other tasks than their parent, each label under one '
+        'parent at most, no cycle (e.g. {"ekman/joy": ["emotion/joy", "emotion/amusement"]}); read from the JSON '
+        "file of the flag --label_hierarchy.",
+        TRAINING,
+        flag=False,
+    )
+    hierarchy_constraint: bool = option(
+        True,
+        "With a label hierarchy: raise each parent's score to its descendants' highest (C-HMCNN, Giunchiglia & "
+        "Lukasiewicz, NeurIPS 2020) and make the decisions agree (hierarchy_consistency), so that no prediction "
+        "breaks the hierarchy. False keeps the hierarchy for the violation metric only.",
+        DECODING,
+    )
+    hierarchy_consistency: str = option(
+        "add_parents",
+        "With the constraint, how per-label decisions are made to agree with the hierarchy: add_parents (predict "
+        "the ancestors of every predicted label) or drop_orphans (drop a predicted label whose parent is not "
+        "predicted, from the top down; BENCHMARKS.md compares them).",
+        DECODING,
+        choices=CONSISTENCY_CHOICES,
+    )
+    hierarchy_loss: str = option(
+        "none",
+        "With a label hierarchy: none, or mcloss (C-HMCNN's max-constraint loss: a label's entry loss taken on its "
+        "constrained score, over its positive descendants only when the label is present).",
+        TRAINING,
+        choices=HIERARCHY_LOSS_CHOICES,
+    )
+    at_least_one: list[str] | None = option(
+        None,
+        "Tasks (comma-separated) where a text with no label over its threshold gets its highest-scoring label "
+        "(under a hierarchy, the finest task first, the label with its ancestors), e.g. 'emotion,ekman,sentiment'.",
+        DECODING,
+        flag="at_least_one_label",
+        flag_format="tasks",
+    )
+    thresholds: dict[str, list[float]] | None = option(
+        None,
+        "Per task, each label's decision threshold on its score (its sigmoid, constrained under a hierarchy); 0.5 "
+        "by default, set by --tune_thresholds.",
+        DECODING,
+        check=in_unit_interval(),
+        flag=False,
+    )
 
     def __post_init__(self, **kwargs):
         if isinstance(self.encoder, dict):
-            fields = dict(self.encoder)
-            self.encoder = AutoConfig.for_model(fields.pop("model_type", self.default_encoder_type), **fields)
+            encoder_fields = dict(self.encoder)
+            self.encoder = AutoConfig.for_model(encoder_fields.pop("model_type", self.default_encoder_type),
+                                                **encoder_fields)  # fmt: skip
         if self.encoder is None:
             self.encoder, kwargs = self._encoder_from_flat_fields(kwargs)
         if self.classifier_dropout is None:
             self.classifier_dropout = _default_classifier_dropout(self.encoder)
-        self.tasks = _tasks_in_saved_order(self.tasks or {}, self.id2label)
+        self.tasks = tasks_in_saved_order(self.tasks or {}, self.id2label)
         _check_tasks(self.tasks)
-        for name, choices in CHOICES.items():
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.pos_weight is not None and self.loss_type not in POS_WEIGHT_LOSSES:
-            raise ValueError(f"pos_weight applies to the {' and '.join(POS_WEIGHT_LOSSES)} losses only")
+            raise ValueError(
+                f"pos_weight applies to loss_type {' and '.join(POS_WEIGHT_LOSSES)} only, not {self.loss_type!r}"
+            )
         if self.pos_weight is not None:
             self.pos_weight = _complete_per_label(self.tasks, self.pos_weight, 1.0, "pos_weight")
         self.task_weights = {task: float((self.task_weights or {}).get(task, 1.0)) for task in self.tasks}
         self.label_correlation = {task: float(w) for task, w in (self.label_correlation or {}).items() if w}
         self.at_least_one = list(self.at_least_one or [])
-        for option, named in (("label_correlation", self.label_correlation), ("at_least_one", self.at_least_one)):
-            unknown = sorted(set(named) - set(self.tasks))
+        for name in ("task_weights", "label_correlation", "at_least_one"):
+            unknown = sorted(set(getattr(self, name)) - set(self.tasks))
             if unknown:
-                raise ValueError(f"{option} names tasks {unknown} that are not among {list(self.tasks)}")
+                raise ValueError(f"{name} names tasks {unknown} that are not among {list(self.tasks)}")
         if self.label_hierarchy:
             check_label_hierarchy(self.tasks, self.label_hierarchy)
         if self.hierarchy_loss != "none" and not self.label_hierarchy:
             raise ValueError(f"hierarchy_loss={self.hierarchy_loss!r} needs a label_hierarchy")
         self.thresholds = _complete_per_label(self.tasks, self.thresholds or {}, 0.5, "thresholds")
+        for declared in model_options():
+            problem = option_problem(declared, getattr(self, declared.name))
+            if problem:
+                raise ValueError(f"{declared.name} {problem}")
         if self.tasks:
             # The stock pipeline and AutoModelForSequenceClassification users see every label as "task/label".
             self.id2label = dict(enumerate(self.label_names))
@@ -187,44 +270,9 @@ class MultiTaskConfig(PreTrainedConfig):
         return self.encoder.hidden_size
 
     @property
-    def label_names(self) -> list[str]:
-        """Every label as "task/label", in logit order."""
-        return [f"{task}{TASK_LABEL_SEPARATOR}{label}" for task, labels in self.tasks.items() for label in labels]
-
-    @property
-    def task_slices(self) -> dict[str, slice]:
-        """Where each task's labels sit in the concatenated logits."""
-        return task_slices(self.tasks)
-
-    @property
-    def descendants(self) -> dict[int, list[int]]:
-        """Logit index of each label with children → the logit indices of all its descendants (children,
-        grandchildren, …); empty without a hierarchy."""
-        return descendant_indices(self.label_names, self.label_hierarchy or {})
-
-    @property
-    def parents_top_down(self) -> list[tuple[int, int]]:
-        """(parent, child) logit indices of every edge of the hierarchy, each parent's edges after the edges above
-        it: the order in which dropping orphans reaches a whole subtree."""
-        index = {name: position for position, name in enumerate(self.label_names)}
-        depth = label_depths(self.label_hierarchy or {})
-        edges = sorted(((parent, child) for child, parent in child_to_parent(self.label_hierarchy or {}).items()),
-                       key=lambda edge: depth[edge[1]])  # fmt: skip
-        return [(index[parent], index[child]) for parent, child in edges]
-
-    @property
-    def at_least_one_finest_first(self) -> list[str]:
-        """`at_least_one`'s tasks, those deepest in the hierarchy first: a label chosen in a finer task brings its
-        ancestors, so a coarser task it fills needs no label of its own (which could disagree with them)."""
-        depth = label_depths(self.label_hierarchy or {})
-        task_depth = {task: max(depth.get(f"{task}{TASK_LABEL_SEPARATOR}{label}", 0) for label in self.tasks[task])
-                      for task in self.at_least_one}  # fmt: skip
-        return sorted(self.at_least_one, key=lambda task: -task_depth[task])
-
-    @property
-    def constrained(self) -> bool:
-        """Whether decoding applies the hierarchy (C-HMCNN's max constraint and the ancestors' closure)."""
-        return bool(self.label_hierarchy) and self.hierarchy_constraint
+    def decoding(self) -> Decoding:
+        """The tasks, thresholds, hierarchy and rules that turn this model's scores into labels."""
+        return Decoding.from_config(self)
 
     def per_label(self, values: dict[str, list[float]]) -> list[float]:
         """`config.thresholds` or `config.pos_weight` as one value per label, in logit order."""
@@ -238,15 +286,6 @@ class BertMultiTaskConfig(MultiTaskConfig):
     model_type = "bert_multitask"
 
 
-def task_slices(tasks: dict[str, list[str]]) -> dict[str, slice]:
-    """Task → the slice its labels occupy in the concatenated logits (and in every per-label vector)."""
-    slices, start = {}, 0
-    for task, labels in tasks.items():
-        slices[task] = slice(start, start + len(labels))
-        start += len(labels)
-    return slices
-
-
 def _default_classifier_dropout(encoder: PreTrainedConfig | None) -> float:
     for name in ("classifier_dropout", "hidden_dropout_prob"):
         if getattr(encoder, name, None) is not None:
@@ -254,83 +293,40 @@ def _default_classifier_dropout(encoder: PreTrainedConfig | None) -> float:
     return 0.1
 
 
-def _tasks_in_saved_order(tasks: dict, id2label: dict | None) -> dict[str, list[str]]:
-    """Restore the task order after a JSON round trip.
-
-    `PreTrainedConfig.to_json_string` sorts keys, so a saved `tasks` mapping comes back alphabetically. `id2label`
-    (keyed by logit index) still holds the true order, so follow it when it describes exactly these tasks.
-    """
-    tasks = {str(task): [str(label) for label in labels] for task, labels in tasks.items()}
-    if not id2label:
-        return tasks
-    order = []
-    for _, name in sorted(id2label.items(), key=lambda item: int(item[0])):
-        task = str(name).split(TASK_LABEL_SEPARATOR, 1)[0]
-        if task not in order:
-            order.append(task)
-    if sorted(order) != sorted(tasks):
-        return tasks
-    return {task: tasks[task] for task in order}
+def model_options() -> list[Field]:
+    """The declared model options (`option`), in declaration order."""
+    return [declared for declared in fields(MultiTaskConfig) if "applies" in declared.metadata]
 
 
-def check_label_hierarchy(tasks: dict[str, list[str]], hierarchy: dict[str, list[str]]) -> None:
-    """A ValueError naming the first bad entry: an unknown task or label, a parent and child in one task, a label
-    under two parents, or a cycle."""
-    known = {f"{task}{TASK_LABEL_SEPARATOR}{label}" for task, labels in tasks.items() for label in labels}
-    parent_of = {}
-    for parent, children in hierarchy.items():
-        if not isinstance(children, list) or not all(isinstance(child, str) for child in children):
-            raise ValueError(f'{parent!r}: the children must be a list of "task/label", got {children!r}')
-        for name in (parent, *children):
-            task = name.split(TASK_LABEL_SEPARATOR, 1)[0]
-            if task not in tasks:
-                raise ValueError(f"{parent!r} → {name!r}: no task {task!r} (tasks: {list(tasks)})")
-            if name not in known:
-                raise ValueError(f"{parent!r} → {name!r}: task {task!r} has no such label")
-        for child in children:
-            if child.split(TASK_LABEL_SEPARATOR, 1)[0] == parent.split(TASK_LABEL_SEPARATOR, 1)[0]:
-                raise ValueError(f"{parent!r} → {child!r}: a parent and its child are in the same task")
-            if child in parent_of and parent_of[child] != parent:
-                raise ValueError(f"{child!r} is under two parents, {parent_of[child]!r} and {parent!r}")
-            parent_of[child] = parent
-    for start in parent_of:
-        path, label = [start], start
-        while label in parent_of:
-            label = parent_of[label]
-            if label in path:
-                raise ValueError(f"the hierarchy has a cycle: {' → '.join(reversed([*path, label]))}")
-            path.append(label)
+def option_flag(declared: Field) -> str | None:
+    """The command-line flag that sets a model option, None for one that no flag sets."""
+    flag = declared.metadata["flag"]
+    return declared.name if flag is True else flag
 
 
-def child_to_parent(hierarchy: dict[str, list[str]]) -> dict[str, str]:
-    """Each child "task/label" of the hierarchy → its parent."""
-    return {child: parent for parent, children in hierarchy.items() for child in children}
+def option_problem(declared: Field, value) -> str | None:
+    """What is wrong with `value` for the model option `declared`, e.g. "must be at least 0, not -1"; None when it
+    is allowed (None always is: the option unset)."""
+    choices, check = declared.metadata["choices"], declared.metadata["check"]
+    if value is None:
+        return None
+    if choices and value not in choices:
+        return f"must be one of {list(choices)}, not {value!r}"
+    if check:
+        allowed, description = check
+        bad = [number for number in _numbers_in(value) if not allowed(number)]
+        if bad:
+            return f"must be {description}, not {bad[0]}"
+    return None
 
 
-def label_depths(hierarchy: dict[str, list[str]]) -> dict[str, int]:
-    """Each "task/label" of the hierarchy → its number of ancestors (a root 0)."""
-    parents = child_to_parent(hierarchy)
-
-    def depth(label: str) -> int:
-        return 0 if label not in parents else 1 + depth(parents[label])
-
-    return {label: depth(label) for label in {*hierarchy, *parents}}
-
-
-def descendant_indices(label_names: list[str], hierarchy: dict[str, list[str]]) -> dict[int, list[int]]:
-    """Parent → all its descendants, both as logit indices (see `MultiTaskConfig.descendants`)."""
-    index = {name: position for position, name in enumerate(label_names)}
-
-    def below(parent: str) -> list[str]:
-        return [found for child in hierarchy.get(parent, []) for found in (child, *below(child))]
-
-    return {index[parent]: sorted(index[child] for child in below(parent)) for parent, children in hierarchy.items()
-            if children}  # fmt: skip
-
-
-def per_label_vector(tasks: dict[str, list[str]], values: dict[str, list[float]]) -> list[float]:
-    """A per-task mapping of per-label values (thresholds, pos_weight) → one value per label in logit order."""
-    return [value for task in tasks for value in values[task]]
+def _numbers_in(value) -> list:
+    """The numbers of a scalar, a list or a (per-task) mapping of either."""
+    if isinstance(value, dict):
+        return [number for item in value.values() for number in _numbers_in(item)]
+    if isinstance(value, list | tuple):
+        return [number for item in value for number in _numbers_in(item)]
+    return [value] if isinstance(value, int | float) and not isinstance(value, bool) else []
 
 
 def check_task_name(task: str) -> None:
@@ -360,4 +356,4 @@ def _complete_per_label(
     return completed
 
 
-__all__ = ["BertMultiTaskConfig", "MultiTaskConfig", "check_label_hierarchy", "per_label_vector", "task_slices"]
+__all__ = ["BertMultiTaskConfig", "MultiTaskConfig", "model_options", "option_flag", "option_problem"]

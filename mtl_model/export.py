@@ -25,12 +25,9 @@ from transformers import AutoTokenizer
 from .configuration_mtl import MultiTaskConfig
 from .errors import ArgumentError
 from .loading import load_config, load_model
+from .onnx_classifier import INT8_FILE, ONNX_FILE, OUTPUT_NAME
 
 logger = logging.getLogger(__name__)
-
-ONNX_FILE = "model.onnx"
-INT8_FILE = "model_quantized.onnx"  # optimum's name for the same file
-OUTPUT_NAME = "logits"
 
 
 class LogitsOnly(nn.Module):

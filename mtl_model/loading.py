@@ -1,29 +1,28 @@
-"""Building the model from any encoder checkpoint (or one of ours), refusing what would train a random or wrong
-encoder, and making saved models load with remote code."""
+"""Building the model from any encoder checkpoint (or one of ours, its options kept but those the user gave),
+refusing what would train a random or wrong encoder, and making saved models load with remote code."""
 
-import json
 import logging
-import os
-import shutil
 
-import torch
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
     MODEL_MAPPING,
 )
-from transformers.trainer import OPTIMIZER_NAME, TRAINER_STATE_NAME
-from transformers.trainer_utils import sort_checkpoints
 
-from .configuration_mtl import LEGACY_MODEL_TYPES, BertMultiTaskConfig, MultiTaskConfig
+from .configuration_mtl import (
+    LEGACY_MODEL_TYPES,
+    TRAINING,
+    BertMultiTaskConfig,
+    MultiTaskConfig,
+    model_options,
+    option_flag,
+)
 from .errors import ArgumentError, describe_labels
 from .modeling_mtl import BertForMultiTaskMultiLabel, EncoderForMultiTaskMultiLabel, has_pooler
 
 logger = logging.getLogger(__name__)
 
-# Fields that fix the encoder's weight shapes: a checkpoint to resume from must agree on all of them.
-SHAPE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
 # The encoder configs' names for the dropout on attention probabilities (BERT's family and DeBERTa, ELECTRA,
 # MPNet; ModernBERT and DistilBERT).
 ATTENTION_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout")
@@ -106,54 +105,72 @@ def set_attention_dropout(encoder: PreTrainedConfig, value: float | None) -> Non
 def build_config(
     model_name_or_path: str,
     tasks: dict[str, list[str]],
-    pooling: str,
-    task_weights: dict[str, float] | None = None,
-    classifier_dropout: float | None = None,
+    options: dict | None = None,
+    *,
+    training: bool = False,
     cache_dir: str | None = None,
     attention_dropout: float | None = None,
-    **options,
 ) -> MultiTaskConfig:
-    """The encoder's config from the checkpoint (with `attention_dropout`, when given, as its dropout on the
-    attention probabilities); tasks, pooling, loss, hierarchy and decoding options (`loss_type`, `pos_weight`,
-    `label_hierarchy`, `at_least_one`, … see `MultiTaskConfig`) from us.
+    """The model's config. `options`: the model options the user gave (`ModelArguments.given_options`; a
+    `pos_weight` computed from the training data, a `label_hierarchy` read from its file).
 
-    A model of ours with the same tasks keeps its config and tuned thresholds; the options given here replace its own.
+    A model of ours keeps every option it was saved with but those given, and an option that acts in training only
+    (pooling, the losses, the hierarchy…) may differ from its saved value only when this run trains (`training`).
+    A new model takes `options` over the config's defaults, from the encoder checkpoint's config (with
+    `attention_dropout`, when given, as its dropout on the attention probabilities).
     """
-    base = load_config(model_name_or_path, cache_dir)
-    encoder = base.encoder if isinstance(base, MultiTaskConfig) else base
-    set_attention_dropout(encoder, attention_dropout)
-    if isinstance(base, MultiTaskConfig) and base.tasks == tasks and list(base.tasks) != list(tasks):
+    base, options = load_config(model_name_or_path, cache_dir), options or {}
+    where = f"--model_name_or_path {model_name_or_path}"
+    if isinstance(base, MultiTaskConfig):
+        check_same_tasks(base.tasks, tasks, where)
+        config = with_options(base, options, training, where)
+        set_attention_dropout(config.encoder, attention_dropout)
+    else:
+        set_attention_dropout(base, attention_dropout)
+        try:
+            config = config_class_for(base.model_type)(encoder=base, tasks=tasks, **options)
+        except ValueError as error:
+            raise ArgumentError(f"the model options do not fit together: {error}") from None
+    if config.pooling == "pooler" and not has_pooler(config):
+        encoder_type = config.encoder.model_type
+        raise ArgumentError(f"--pooling pooler: the {encoder_type} encoder has no pooler; use mean or cls")
+    return config
+
+
+def check_same_tasks(saved: dict[str, list[str]], tasks: dict[str, list[str]], where: str) -> None:
+    """A model of ours is reused with exactly its own tasks, in its own order."""
+    if saved == tasks and list(saved) != list(tasks):
         # Dict equality ignores order; reusing this config would pair each head with another task's labels.
         raise ArgumentError(
-            f"--model_name_or_path {model_name_or_path} holds the tasks {list(base.tasks)} in this order; give "
-            f"them in that order (--task_columns / --wide_tasks), not as {list(tasks)}"
+            f"{where} holds the tasks {list(saved)} in this order; give them in that order (--task_columns / "
+            f"--wide_tasks), not as {list(tasks)}"
         )
-    if isinstance(base, MultiTaskConfig) and base.tasks != tasks:
+    if saved != tasks:
         # Its heads are shaped for its own labels: loading them would stop on a size mismatch, or, at equal sizes,
         # score other labels. Fine-tuning on new labels with fresh heads is not built yet.
         raise ArgumentError(
-            f"--model_name_or_path {model_name_or_path} is a model of this recipe with other label sets "
-            f"({task_difference(base.tasks, tasks)}); give its label sets with --labels_file, or train from the "
-            "encoder checkpoint it started from"
+            f"{where} is a model of this recipe with other label sets ({task_difference(saved, tasks)}); give its "
+            "label sets with --labels_file, or train from the encoder checkpoint it started from"
         )
-    if isinstance(base, MultiTaskConfig):
-        base.pooling = pooling
-        base.task_weights = {**base.task_weights, **(task_weights or {})}
-        base.classifier_dropout = classifier_dropout if classifier_dropout is not None else base.classifier_dropout
-        for name, value in options.items():
-            setattr(base, name, value)
-        config = base
-    else:
-        config = config_class_for(encoder.model_type)(
-            encoder=encoder,
-            classifier_dropout=classifier_dropout,
-            tasks=tasks,
-            pooling=pooling,
-            task_weights=task_weights,
-            **options,
-        )
-    if pooling == "pooler" and not has_pooler(config):
-        raise ArgumentError(f"--pooling pooler: the {encoder.model_type} encoder has no pooler; use mean or cls")
+
+
+def with_options(saved: MultiTaskConfig, options: dict, training: bool, where: str) -> MultiTaskConfig:
+    """A saved config with the options given over its own values, checked as a config built in Python is (the
+    same `__post_init__`); without training, a training option given with another value than the saved one is an
+    error naming both."""
+    try:
+        config = type(saved).from_dict({**saved.to_dict(), **options})
+    except ValueError as error:
+        raise ArgumentError(f"{where}: the model options do not fit together: {error}") from None
+    for declared in model_options():
+        name = declared.name
+        if training or name not in options or declared.metadata["applies"] != TRAINING:
+            continue
+        if getattr(config, name) != getattr(saved, name):
+            raise ArgumentError(
+                f"--{option_flag(declared) or name} {options[name]!r}: {where} was trained with {name}="
+                f"{getattr(saved, name)!r}; an option of training changes only by training again (--do_train)"
+            )
     return config
 
 
@@ -249,101 +266,6 @@ def enable_remote_code(model: EncoderForMultiTaskMultiLabel) -> None:
     }
 
 
-def check_output_dir(training_args) -> None:
-    """Refuse to train into an output_dir that already holds a finished model (the final `save_model` writes
-    config.json at its top level; an interrupted run has only checkpoints there and is resumed instead)."""
-    finished = os.path.isfile(os.path.join(training_args.output_dir, "config.json"))
-    explicit_resume = training_args.resume_from_checkpoint
-    if training_args.do_train and finished and not (training_args.overwrite_output_dir or explicit_resume):
-        raise ArgumentError(
-            f"{training_args.output_dir} already holds a trained model; pass --overwrite_output_dir to train "
-            "over it (its checkpoints are removed), or choose another --output_dir"
-        )
-
-
-def remove_old_checkpoints(training_args) -> None:
-    """--overwrite_output_dir: delete the checkpoints an earlier run left in output_dir. Left in place, a later resume
-    or the Trainer's checkpoint rotation (by step number) could mistake them for the new run's."""
-    if not training_args.overwrite_output_dir or not os.path.isdir(training_args.output_dir):
-        return
-    with training_args.main_process_first(desc="clearing old checkpoints"):
-        for checkpoint in sort_checkpoints(training_args.output_dir) if training_args.should_save else []:
-            logger.info("--overwrite_output_dir: removing %s", checkpoint)
-            shutil.rmtree(checkpoint)
-
-
-def checkpoint_to_resume(training_args) -> str | None:
-    """An explicit --resume_from_checkpoint; else, unless --overwrite_output_dir, the newest complete checkpoint that
-    an interrupted run left in output_dir."""
-    if training_args.resume_from_checkpoint:
-        return training_args.resume_from_checkpoint
-    if training_args.overwrite_output_dir or not os.path.isdir(training_args.output_dir):
-        return None
-    checkpoint = newest_complete_checkpoint(training_args.output_dir)
-    if checkpoint:
-        logger.info("Resuming from %s", checkpoint)
-    return checkpoint
-
-
-def newest_complete_checkpoint(output_dir: str) -> str | None:
-    """The newest checkpoint-N in output_dir that its run finished writing. The Trainer writes trainer_state.json
-    last, so a checkpoint without a readable one was cut short (a kill while saving) and is skipped. Not
-    `transformers.trainer_utils.get_last_checkpoint`: it returns the newest checkpoint only, complete or not, and a
-    cut-short newest one must fall back to the one before it; `sort_checkpoints` gives the library's order."""
-    for checkpoint in reversed(sort_checkpoints(output_dir)):
-        if read_json(os.path.join(checkpoint, TRAINER_STATE_NAME)) is not None:
-            return checkpoint
-        logger.warning("Skipping %s: its trainer state is missing or unreadable (cut short while saving)", checkpoint)
-    return None
-
-
-def check_resumable(checkpoint: str, model: EncoderForMultiTaskMultiLabel) -> None:
-    """Fail before training when `checkpoint` is not this model with these tasks and these trained parameters,
-    naming the difference, instead of a shape error from deep inside the Trainer's weight or optimizer loading."""
-    check_resumable_config(checkpoint, model.config)
-    check_optimizer_covers(checkpoint, model)
-
-
-def check_optimizer_covers(checkpoint: str, model: EncoderForMultiTaskMultiLabel) -> None:
-    """The checkpoint's optimizer state must hold one entry per parameter this run trains: a run that trained its
-    word embeddings cannot go on with them frozen, or the other way round."""
-    path = os.path.join(checkpoint, OPTIMIZER_NAME)
-    if not os.path.isfile(path):
-        return  # sharded or DeepSpeed optimizer states: the Trainer loads and checks them itself
-    # Memory-mapped: only the parameter groups are read here, not the moments, which the Trainer loads itself.
-    groups = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["param_groups"]
-    saved = sum(len(group["params"]) for group in groups)
-    trained = sum(1 for parameter in model.parameters() if parameter.requires_grad)
-    if saved != trained:
-        raise ArgumentError(
-            f"cannot resume from {checkpoint}: its optimizer state covers {saved} parameter tensors, this run trains "
-            f"{trained}; was it trained with another --freeze_word_embeddings?"
-        )
-
-
-def check_resumable_config(checkpoint: str, config: MultiTaskConfig) -> None:
-    saved_dict = read_json(os.path.join(checkpoint, "config.json"))
-    if saved_dict is None:
-        raise ArgumentError(f"cannot resume from {checkpoint}: no readable config.json (not a checkpoint)")
-    if not is_ours(saved_dict):
-        raise ArgumentError(f"cannot resume from {checkpoint}: its config has no tasks (not a model of this recipe)")
-    saved = load_config(checkpoint)
-    if saved.encoder.model_type != config.encoder.model_type:
-        raise ArgumentError(
-            f"cannot resume from {checkpoint}: it holds a {saved.encoder.model_type!r} encoder, this run trains a "
-            f"{config.encoder.model_type!r} encoder"
-        )
-    for field in SHAPE_FIELDS:
-        if getattr(saved.encoder, field, None) != getattr(config.encoder, field, None):
-            raise ArgumentError(
-                f"cannot resume from {checkpoint}: its {field} is {getattr(saved.encoder, field, None)}, this run's "
-                f"encoder has {getattr(config.encoder, field, None)}"
-            )
-    difference = task_difference(saved.tasks, config.tasks)
-    if difference:
-        raise ArgumentError(f"cannot resume from {checkpoint}: its tasks differ from this run's data: {difference}")
-
-
 def task_difference(saved: dict[str, list[str]], current: dict[str, list[str]]) -> str | None:
     """The first difference between two task layouts, in words, or None when they are the same."""
     if list(saved) != list(current):
@@ -359,12 +281,3 @@ def task_difference(saved: dict[str, list[str]], current: dict[str, list[str]]) 
                 f"data {describe_labels(only_current)}"
             )
     return None
-
-
-def read_json(path: str):
-    """A JSON file's content, or None when it is missing or cut short."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None

@@ -7,7 +7,7 @@ counts, pooled over tasks for the overall micro figures. The example-based metri
 scikit-learn's. `evaluate`'s stock metrics load from the Hub, which is why it is not used here.
 """
 
-import copy
+import dataclasses
 
 import numpy as np
 from sklearn.metrics import (
@@ -19,9 +19,8 @@ from sklearn.metrics import (
 )
 from transformers import EvalPrediction
 
-from .configuration_mtl import IGNORE_INDEX, task_slices
-from .errors import ArgumentError
-from .modeling_mtl import label_decisions, label_scores
+from .configuration_mtl import IGNORE_INDEX
+from .decoding import label_decisions, label_scores, task_slices
 
 # Besides the F1 family: metrics of each task, and overall over the rows annotated for every task.
 EXAMPLE_BASED = ("jaccard", "hamming_loss", "subset_accuracy", "macro_ap")
@@ -76,8 +75,9 @@ def multitask_metrics(
 
     Entries labelled -100 (task not annotated for that row) count nowhere. A task with no annotated row is left out.
     """
-    scores = label_scores(logits, config)
-    predicted = label_decisions(scores, config, thresholds)
+    decoding = config.decoding
+    scores = label_scores(logits, decoding)
+    predicted = label_decisions(scores, decoding, thresholds)
     tp, fp, fn = confusion_counts(predicted, labels, config.tasks)
     metrics, annotated_labels, precisions = {}, [], []
     for task, task_slice in config.task_slices.items():
@@ -99,12 +99,13 @@ def multitask_metrics(
         every_task = (labels[:, kept] != IGNORE_INDEX).all(axis=1)
         if every_task.any():
             metrics.update(example_based_scores(labels[every_task][:, kept] == 1, predicted[every_task][:, kept]))
-    if config.label_hierarchy:
-        metrics["hierarchy_violations"] = hierarchy_violations(predicted, config)
-    if config.constrained:
-        unconstrained = independent_decoding(config)
+    if decoding.label_hierarchy:
+        metrics["hierarchy_violations"] = hierarchy_violations(predicted, decoding)
+    if decoding.constrained:
+        # Each label decoded on its own sigmoid, the hierarchy kept for the violation count only.
+        unconstrained = dataclasses.replace(decoding, hierarchy_constraint=False)
         raw = label_decisions(label_scores(logits, unconstrained), unconstrained, thresholds)
-        metrics["hierarchy_violations_unconstrained"] = hierarchy_violations(raw, config)
+        metrics["hierarchy_violations_unconstrained"] = hierarchy_violations(raw, decoding)
     return metrics
 
 
@@ -132,21 +133,14 @@ def mean_or_zero(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else 0.0
 
 
-def hierarchy_violations(predicted: np.ndarray, config) -> float:
+def hierarchy_violations(predicted: np.ndarray, decoding) -> float:
     """predicted: bool [rows, total_labels] → the share of rows predicting some label of the hierarchy without its
     parent."""
-    edges = np.array(config.parents_top_down)  # [edges, 2]: (parent, child) logit indices
+    edges = np.array(decoding.parents_top_down)  # [edges, 2]: (parent, child) logit indices
     if not len(edges) or not len(predicted):
         return 0.0
     orphans = predicted[:, edges[:, 1]] & ~predicted[:, edges[:, 0]]  # [rows, edges]
     return float(orphans.any(axis=1).mean())
-
-
-def independent_decoding(config):
-    """The config decoding each label on its own sigmoid, the hierarchy kept for the violation metric only."""
-    unconstrained = copy.copy(config)
-    unconstrained.hierarchy_constraint = False
-    return unconstrained
 
 
 def metrics_at_threshold(
@@ -192,7 +186,7 @@ def tune_thresholds(
     `min_positives` positive examples takes its task's micro-F1 threshold: too few to tune alone without
     overfitting. Among equally good thresholds the median one is taken.
     """
-    scores, annotated, truth = label_scores(logits, config), labels != IGNORE_INDEX, labels == 1
+    scores, annotated, truth = label_scores(logits, config.decoding), labels != IGNORE_INDEX, labels == 1
     chosen = []
     for task_slice in config.task_slices.values():
         rows = annotated[:, task_slice.start]
@@ -222,15 +216,3 @@ def best_on_grid(true_positives: np.ndarray, predicted: np.ndarray, positives: i
     f1 = safe_divide(2 * true_positives, predicted + positives)
     best = np.flatnonzero(f1 == f1.max())
     return float(THRESHOLD_GRID[best[len(best) // 2]])
-
-
-def check_metric_for_best_model(training_args, names: list[str]) -> None:
-    """`metric_for_best_model` must be a metric we compute (or the loss); checked before the model loads."""
-    metric = training_args.metric_for_best_model
-    if metric is None:
-        return
-    bare = metric.removeprefix("eval_")
-    if bare not in names and bare != "loss":
-        raise ArgumentError(
-            f"--metric_for_best_model {metric!r} is not computed; choose one of: loss, {', '.join(names)}"
-        )

@@ -184,8 +184,8 @@ CONSISTENCY_NOTES = {
 def decoding_description(config) -> str:
     """How the model turns scores into labels, from the config."""
     text = "A label is predicted when its score reaches its threshold."
-    if config.constrained:
-        parents = len(config.descendants)
+    if config.decoding.constrained:
+        parents = len(config.decoding.descendants)
         text += (
             f" The scores follow the label hierarchy (`label_hierarchy` in `config.json`, {parents} parent labels) "
             "as in C-HMCNN: each parent scores at least its highest descendant; "

@@ -1,7 +1,7 @@
 """A transformer encoder with one sigmoid (multi-label) head per task: the model that is saved and pushed to the Hub.
 
-Self-contained (imports only torch, numpy, transformers and the configuration next to it) so that
-`save_pretrained` copies both files for `AutoModel.from_pretrained(..., trust_remote_code=True)`.
+Self-contained (imports only torch, numpy, transformers and the modules next to it, relatively) so that
+`save_pretrained` copies them all for `AutoModel.from_pretrained(..., trust_remote_code=True)`.
 """
 
 import inspect
@@ -16,7 +16,9 @@ from transformers import initialization as init
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 from transformers.utils import ModelOutput
 
+from .batching import length_sorted_batches
 from .configuration_mtl import IGNORE_INDEX, BertMultiTaskConfig, MultiTaskConfig
+from .decoding import decode_scores, label_scores, raise_to_descendants
 
 
 @dataclass
@@ -59,7 +61,8 @@ def multitask_loss(
     """Masked per-task loss and its weighted sum.
 
     logits, labels: [batch, total_labels]; a label of -100 marks an entry whose task is not annotated.
-    num_items_in_batch: [num_tasks] annotated entries per task over the whole (accumulated, all-process) batch; the
+    num_items_in_batch: [num_tasks] (or [1, num_tasks], a DataParallel replica's row) annotated entries per task
+    over the whole (accumulated, all-process) batch; the
     loss of a task is its entry loss summed over annotated entries divided by that count, so it does not depend on
     how the batch is split. Without it, each task's own annotated count in this batch is used (a masked mean).
     A task with a label-correlation weight w mixes in that term, (1 - w) · entry loss + w · correlation loss, the
@@ -85,6 +88,7 @@ def multitask_loss(
     summed = torch.stack(summed)
     if num_items_in_batch is None:
         num_items_in_batch = torch.stack([annotated[:, task_slice].sum() for task_slice in slices.values()])
+    num_items_in_batch = num_items_in_batch.reshape(-1)  # [num_tasks]
     # A task with no annotated entry contributes 0 rather than 0/0.
     task_losses = summed / num_items_in_batch.to(summed.dtype).clamp(min=1)
     weights = torch.tensor([config.task_weights[task] for task in config.tasks], device=logits.device)
@@ -105,23 +109,6 @@ def label_correlation_losses(logits: torch.Tensor, targets: torch.Tensor, annota
     return pair_sum / pairs.clamp(min=1)
 
 
-def raise_to_descendants(
-    values: torch.Tensor, descendants: dict[int, list[int]], candidates: torch.Tensor | None = None
-) -> torch.Tensor:
-    """C-HMCNN's max constraint (Giunchiglia & Lukasiewicz, NeurIPS 2020): values [batch, labels] → the same, each
-    label with descendants raised to the highest value among them (among those marked in `candidates`
-    [batch, labels], when given). The sigmoid is monotone, so on logits it is the constraint on probabilities; on
-    0/1 decisions it adds the ancestors of every chosen label."""
-    if not descendants:
-        return values
-    pool = values if candidates is None else values.masked_fill(~candidates, float("-inf"))
-    parents = list(descendants)
-    raised = torch.stack([pool[:, below].amax(dim=-1) for below in descendants.values()], dim=-1)
-    constrained = values.clone()
-    constrained[:, parents] = torch.maximum(values[:, parents], raised)
-    return constrained
-
-
 def hierarchy_loss_logits(logits: torch.Tensor, targets: torch.Tensor, config) -> torch.Tensor:
     """The logits [batch, labels] the entry loss is taken on: the model's, or under `hierarchy_loss="mcloss"`
     C-HMCNN's MCLoss inputs: an absent label's constrained logit (its descendants' highest, as decoding scores it),
@@ -129,9 +116,9 @@ def hierarchy_loss_logits(logits: torch.Tensor, targets: torch.Tensor, config) -
     scored wrongly high."""
     if config.hierarchy_loss != "mcloss":
         return logits
-    descendants = config.descendants
-    over_present = raise_to_descendants(logits, descendants, candidates=targets > 0)
-    return torch.where(targets > 0, over_present, raise_to_descendants(logits, descendants))
+    descendants = config.decoding.descendants
+    over_present = raise_to_descendants(logits, descendants, candidates=targets > 0, xp=torch)
+    return torch.where(targets > 0, over_present, raise_to_descendants(logits, descendants, xp=torch))
 
 
 def encoder_class(config: MultiTaskConfig) -> type[PreTrainedModel]:
@@ -262,7 +249,8 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
 
     def decode(self, logits: torch.Tensor) -> list[dict[str, list[str]]]:
         """Logits [batch, total_labels] → per example, each task's predicted labels (`label_decisions`)."""
-        return decode_scores(label_scores(logits, self.config), self.config)
+        decoding = self.config.decoding
+        return decode_scores(label_scores(logits, decoding), decoding)
 
     @torch.inference_mode()
     def logits(self, texts: list[str], tokenizer, batch_size: int = 64, max_length: int = 512) -> torch.Tensor:
@@ -278,84 +266,12 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
     def scores(self, texts: list[str], tokenizer, batch_size: int = 64, max_length: int = 512) -> np.ndarray:
         """Texts → the scores decoding thresholds, [texts, total_labels]: sigmoid probabilities, under the label
         hierarchy's constraint when the config has one (`label_scores`)."""
-        return label_scores(self.logits(texts, tokenizer, batch_size, max_length), self.config)
+        return label_scores(self.logits(texts, tokenizer, batch_size, max_length), self.config.decoding)
 
     def predict(self, texts: list[str], tokenizer, batch_size: int = 64, max_length: int = 512):
         """Texts → per text, each task's predicted labels, using the thresholds stored in the config (`logits`'
         length-sorted batches; results in the order of `texts`)."""
         return self.decode(self.logits(texts, tokenizer, batch_size, max_length))
-
-
-def label_scores(logits, config: MultiTaskConfig) -> np.ndarray:
-    """Logits [rows, total_labels] (array or tensor) → the scores decoding thresholds, float64 [rows, total_labels]:
-    sigmoid probabilities, each parent's raised to its descendants' highest when the config applies a hierarchy."""
-    scores = torch.sigmoid(torch.as_tensor(logits).detach().cpu().double())
-    if config.constrained:
-        scores = raise_to_descendants(scores, config.descendants)
-    return scores.numpy()
-
-
-def label_decisions(scores: np.ndarray, config: MultiTaskConfig, thresholds: np.ndarray | None = None) -> np.ndarray:
-    """Scores [rows, total_labels] (`label_scores`) → the predicted labels, bool [rows, total_labels]: each label at
-    or above its threshold (the config's, or `thresholds` [total_labels]); under a hierarchy, those whose parent is
-    not chosen dropped (`hierarchy_consistency="drop_orphans"`: per-label thresholds can pass a child and not its
-    higher-scored parent) or their ancestors added (`"add_parents"`); then in the tasks of `config.at_least_one`,
-    finest first, a row left with none gets its highest-scoring label, with its ancestors under a hierarchy, so that a
-    coarser task is filled by them rather than by a label of its own that could disagree."""
-    thresholds = np.array(config.per_label(config.thresholds)) if thresholds is None else thresholds
-    chosen = scores >= thresholds
-    if config.constrained and config.hierarchy_consistency == "drop_orphans":
-        chosen = without_orphans(chosen, config)
-    elif config.constrained:
-        chosen = with_ancestors(chosen, config)
-    for task in config.at_least_one_finest_first:
-        task_slice = config.task_slices[task]
-        task_chosen = chosen[:, task_slice]  # a view: writing to it writes to `chosen`
-        empty = np.flatnonzero(~task_chosen.any(axis=1))
-        task_chosen[empty, scores[empty, task_slice].argmax(axis=1)] = True
-        if config.constrained:
-            chosen = with_ancestors(chosen, config)
-    return chosen
-
-
-def without_orphans(chosen: np.ndarray, config: MultiTaskConfig) -> np.ndarray:
-    """Decisions bool [rows, total_labels] → the same less every label whose parent is not chosen (top down, so that
-    a dropped label's whole subtree goes)."""
-    chosen = chosen.copy()
-    for parent, child in config.parents_top_down:
-        chosen[:, child] &= chosen[:, parent]
-    return chosen
-
-
-def with_ancestors(chosen: np.ndarray, config: MultiTaskConfig) -> np.ndarray:
-    """Decisions bool [rows, total_labels] → the same with the ancestors of every chosen label (the max constraint on
-    0/1 decisions)."""
-    return raise_to_descendants(torch.from_numpy(chosen.astype(np.float32)), config.descendants).numpy() > 0
-
-
-def decode_scores(scores: np.ndarray, config: MultiTaskConfig) -> list[dict[str, list[str]]]:
-    """Scores [rows, total_labels] (`label_scores`) → per row, each task's predicted labels (`label_decisions`)."""
-    chosen = label_decisions(scores, config).tolist()
-    return [
-        {task: [label for label, keep in zip(labels, row[config.task_slices[task]]) if keep]
-         for task, labels in config.tasks.items()}
-        for row in chosen
-    ]  # fmt: skip
-
-
-def longest_first(lengths) -> np.ndarray:
-    """Row indices by decreasing length, ties in input order: shape [rows]. Batches taken in this order hold rows of
-    similar length, so little padding; the model's own batching and the Trainer's evaluation both use it."""
-    return np.argsort(-np.asarray(lengths), kind="stable")
-
-
-def length_sorted_batches(encoded, batch_size: int):
-    """Tokenized texts ({input name: [ids per text]}) → (row indices [≤ batch_size], their unpadded features) per
-    batch, longest texts first: for any runtime's batched inference, results put back by the row indices."""
-    order = longest_first([len(ids) for ids in encoded["input_ids"]])
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        yield rows, [{name: values[row] for name, values in encoded.items()} for row in rows]
 
 
 class BertForMultiTaskMultiLabel(EncoderForMultiTaskMultiLabel):
@@ -370,10 +286,5 @@ __all__ = [
     "BertForMultiTaskMultiLabel",
     "EncoderForMultiTaskMultiLabel",
     "MultiTaskMultiLabelOutput",
-    "decode_scores",
-    "label_decisions",
-    "label_scores",
-    "length_sorted_batches",
-    "longest_first",
     "multitask_loss",
 ]

@@ -2,6 +2,7 @@
 the checks that must run before any data or model loads, and the defaults that depend on what the user gave."""
 
 import dataclasses
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -9,8 +10,10 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from .arguments import ARGUMENT_CLASSES, ONNX_EVAL_BATCH_SIZE, DataTrainingArguments, ModelArguments
+from .arguments import ARGUMENT_CLASSES, OPTION_FLAGS, DataTrainingArguments, ModelArguments, check_option_flag
+from .configuration_mtl import at_least, in_unit_interval
 from .errors import ArgumentError
+from .onnx_classifier import ONNX_EVAL_BATCH_SIZE
 
 logger = logging.getLogger(__name__)
 
@@ -18,16 +21,9 @@ CONFIG_FILE_SUFFIXES = (".json", ".yaml", ".yml")
 DEFAULT_METRIC = "macro_f1"
 
 
-def at_least(low):
-    return lambda value: value >= low, f"at least {low}"
-
-
-def fraction_below_one():
-    return lambda value: 0 <= value < 1, "in [0, 1)"
-
-
-# Every numeric flag a bad value of which would fail late (a traceback deep in training) or silently mean nothing:
-# its allowed values, checked once parsed, before any data or model loads. None (unset) is always allowed.
+# Every numeric flag but the model options' (declared with their ranges in the config, see `option`) a bad value of
+# which would fail late (a traceback deep in training) or silently mean nothing: its allowed values, checked once
+# parsed, before any data or model loads. None (unset) is always allowed.
 NUMERIC_RANGES = {
     "max_seq_length": at_least(1),
     "max_train_samples": at_least(1),
@@ -39,12 +35,7 @@ NUMERIC_RANGES = {
     "prediction_top_k": at_least(1),
     "early_stopping_patience": at_least(1),
     "early_stopping_threshold": at_least(0),
-    "classifier_dropout": fraction_below_one(),
-    "attention_dropout": fraction_below_one(),
-    "focal_gamma": at_least(0),
-    "asl_gamma_positive": at_least(0),
-    "asl_gamma_negative": at_least(0),
-    "asl_clip": fraction_below_one(),
+    "attention_dropout": in_unit_interval(upper_open=True),
     "pos_weight_cap": (lambda value: value > 0, "above 0"),
     "head_learning_rate": at_least(0),
     "learning_rate": at_least(0),
@@ -76,7 +67,7 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataTrainingArgume
     """Flags, or a JSON/YAML file optionally followed by flags that override it, → the three argument dataclasses
     and the set of keys the user gave."""
     parser = HfArgumentParser(ARGUMENT_CLASSES)
-    given = {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
+    given = given_flags(argv)
     check_retired(given, "")
     if argv and argv[0].endswith(CONFIG_FILE_SUFFIXES):
         file_values = read_config_file(argv[0])
@@ -96,9 +87,18 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataTrainingArgume
     for arguments in (model_args, data_args, training_args):
         check_choices(arguments)
         check_numeric_ranges(arguments)
-    if model_args.hierarchy_loss != "none" and not data_args.label_hierarchy:
-        raise ArgumentError(f"--hierarchy_loss {model_args.hierarchy_loss} needs --label_hierarchy")
+    for flag, declared in OPTION_FLAGS.items():
+        if not declared.metadata["flag_format"]:  # the others are checked once read (`given_options`)
+            check_option_flag(flag, declared, getattr(model_args, flag))
     return model_args, data_args, training_args, given
+
+
+def given_flags(argv: list[str]) -> set[str]:
+    """The names of the flags on a command line; a boolean's `--no_X` counts as X given."""
+    names = {arg[2:].split("=", 1)[0] for arg in argv if arg.startswith("--")}
+    booleans = {argument.name for group in ARGUMENT_CLASSES for argument in dataclasses.fields(group)
+                if argument.type is bool}  # fmt: skip
+    return {name.removeprefix("no_") if name.removeprefix("no_") in booleans else name for name in names}
 
 
 def read_config_file(path: str) -> dict:
@@ -178,3 +178,29 @@ def resolve_early_stopping(
         raise ArgumentError("--ema_decay saves the weights' average as the model; it does not combine with "
                             "--load_best_model_at_end (or --early_stopping_patience, which sets it)")  # fmt: skip
     return resolved
+
+
+def check_inference_backend(model_args, training_args) -> None:
+    """ONNX Runtime predicts the test split, in one process, with the `onnx` extra installed: refuse it before
+    training where it would not run."""
+    if model_args.inference_backend == "torch":
+        return
+    flag = f"--inference_backend {model_args.inference_backend}"
+    if not training_args.do_predict:
+        raise ArgumentError(f"{flag} applies to the test predictions: add --do_predict")
+    if training_args.world_size > 1:
+        raise ArgumentError(f"{flag} predicts in one process; run the prediction alone, without data parallelism")
+    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None:
+        raise ArgumentError(f'{flag} needs ONNX Runtime and the ONNX exporter: pip install ".[onnx]"')
+
+
+def check_metric_for_best_model(training_args, names: list[str]) -> None:
+    """`metric_for_best_model` must be a metric we compute (or the loss); checked before the model loads."""
+    metric = training_args.metric_for_best_model
+    if metric is None:
+        return
+    bare = metric.removeprefix("eval_")
+    if bare not in names and bare != "loss":
+        raise ArgumentError(
+            f"--metric_for_best_model {metric!r} is not computed; choose one of: loss, {', '.join(names)}"
+        )

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .decoding import label_decisions, label_scores
 from .metrics import confusion_counts, per_label_scores
-from .modeling_mtl import label_decisions, label_scores
 
 REPORT_DIR = "evaluation"
 REPORT_COLUMNS = ("label", "precision", "recall", "f1", "support", "threshold")
@@ -22,8 +22,8 @@ def write_predictions(
     `scores` says, every label's score ("all"), the `top_k` highest ("top_k", highest first) or none ("none"), as the
     model decodes them (`label_scores`, `label_decisions`). texts: per text column, the column's values; logits:
     [rows, total_labels]."""
-    probabilities = label_scores(logits, config)
-    chosen = label_decisions(probabilities, config)
+    probabilities = label_scores(logits, config.decoding)
+    chosen = label_decisions(probabilities, config.decoding)
     slices = config.task_slices
     with open(path, "w", encoding="utf-8") as handle:
         for row in range(len(probabilities)):
@@ -42,7 +42,8 @@ def write_predictions(
 def per_label_rows(logits: np.ndarray, labels: np.ndarray, config) -> dict[str, list[dict]]:
     """Task → one row per label: precision, recall, F1 and support (positives) on annotated entries."""
     thresholds = config.per_label(config.thresholds)
-    tp, fp, fn = confusion_counts(label_decisions(label_scores(logits, config), config), labels, config.tasks)
+    decoding = config.decoding
+    tp, fp, fn = confusion_counts(label_decisions(label_scores(logits, decoding), decoding), labels, config.tasks)
     precision, recall, f1 = per_label_scores(tp, fp, fn)
     rows = {}
     for task, task_slice in config.task_slices.items():

@@ -4,7 +4,6 @@ batches for training and length-sorted ones for evaluation and prediction, predi
 arguments saved as JSON, our own model card, and freed memory handed back to the system while training on the CPU."""
 
 import ctypes
-import importlib.util
 import json
 import logging
 import os
@@ -21,31 +20,16 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_pt_utils import LengthGroupedSampler, nested_gather
 from transformers.trainer_utils import PredictionOutput, speed_metrics
 
-from .arguments import ONNX_EVAL_BATCH_SIZE
+from .batching import longest_first
 from .configuration_mtl import IGNORE_INDEX
 from .data import token_lengths
-from .errors import ArgumentError
 from .metrics import tune_thresholds
 from .model_card import CardFacts, build_model_card
-from .modeling_mtl import longest_first
+from .onnx_classifier import ONNX_EVAL_BATCH_SIZE
 
 logger = logging.getLogger(__name__)
 # The weight average's state in a checkpoint, beside the optimizer's.
 WEIGHT_AVERAGE_NAME = "weight_average.pt"
-
-
-def check_inference_backend(model_args, training_args) -> None:
-    """ONNX Runtime predicts the test split, in one process, with the `onnx` extra installed: refuse it before
-    training where it would not run."""
-    if model_args.inference_backend == "torch":
-        return
-    flag = f"--inference_backend {model_args.inference_backend}"
-    if not training_args.do_predict:
-        raise ArgumentError(f"{flag} applies to the test predictions: add --do_predict")
-    if training_args.world_size > 1:
-        raise ArgumentError(f"{flag} predicts in one process; run the prediction alone, without data parallelism")
-    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None:
-        raise ArgumentError(f'{flag} needs ONNX Runtime and the ONNX exporter: pip install ".[onnx]"')
 
 
 class ReleaseFreedMemory(TrainerCallback):
@@ -255,7 +239,9 @@ class MultiTaskTrainer(Trainer):
 
     def annotated_entries_per_task(self, batch_samples: list[dict], device) -> torch.Tensor | None:
         """Annotated label entries of each task over the micro-batches of one optimizer step, summed over all
-        processes: shape [num_tasks]."""
+        processes: shape [num_tasks]; [n_gpu, num_tasks], the same row repeated, under `nn.DataParallel` (several
+        GPUs in one process), which splits every tensor argument along its first axis, one row to each replica, as
+        the stock Trainer expands its own count."""
         if not batch_samples or "labels" not in batch_samples[0]:
             return None
         slices = list(self.model.config.task_slices.values())
@@ -265,17 +251,23 @@ class MultiTaskTrainer(Trainer):
             counts += torch.stack([annotated[:, task_slice].sum() for task_slice in slices])
         if self.args.world_size > 1:
             counts = self.accelerator.reduce(counts, reduction="sum")
+        if self.args.n_gpu > 1:
+            counts = counts.unsqueeze(0).expand(self.args.n_gpu, -1)
         return counts
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         training = model.training and num_items_in_batch is not None
         outputs = model(**inputs, num_items_in_batch=num_items_in_batch if training else None)
         loss = outputs.loss
-        if training and self.args.world_size > 1:
-            # Each process divides by the all-process count; DDP averages gradients over processes, so scale back up.
-            loss = loss * self.args.world_size
+        # Each process and each DataParallel replica divides its part's summed loss by the whole batch's count, so
+        # the exact loss is the sum of the parts; DDP averages gradients over processes, and the Trainer averages
+        # the replicas' losses ([n_gpu], gathered), so scale both back up.
+        replicas = max(self.args.n_gpu, 1)
+        if training:
+            loss = loss * self.args.world_size * replicas
         if training and outputs.task_losses is not None:
-            task_losses = outputs.task_losses.detach() * self.args.world_size
+            # [num_tasks], or [n_gpu * num_tasks] gathered from the replicas
+            task_losses = outputs.task_losses.detach().view(replicas, -1).sum(0) * self.args.world_size
             self._task_loss_sum = task_losses if self._task_loss_sum is None else self._task_loss_sum + task_losses
         return (loss, outputs) if return_outputs else loss
 

@@ -126,7 +126,7 @@ def test_the_count_of_real_tokens_can_be_asked_for_by_flag(tmp_path):
 
 
 def test_onnx_runtime_predicts_in_its_own_batch_size_unless_one_is_given(tmp_path):
-    from mtl_model.arguments import ONNX_EVAL_BATCH_SIZE
+    from mtl_model.onnx_classifier import ONNX_EVAL_BATCH_SIZE
     from mtl_model.parsing import onnx_batch_size
 
     _, _, training_args, given = parse_arguments(["--output_dir", str(tmp_path)])

@@ -344,7 +344,7 @@ def run_expecting_error(capsys, tiny_bert_dir, tmp_path, args, *fragments):
         (["--task_weights", "mood=heavy"], "'mood=heavy' is not a number or 'task=number'"),
         (["--label_correlation_weight", "mod=0.2"], "--label_correlation_weight names unknown tasks ['mod']"),
         (["--at_least_one_label", "mood,topc"], "--at_least_one_label names unknown tasks ['topc']"),
-        (["--hierarchy_loss", "mcloss"], "--hierarchy_loss mcloss needs --label_hierarchy"),
+        (["--hierarchy_loss", "mcloss"], "hierarchy_loss='mcloss' needs a label_hierarchy"),
         (["--ema_decay", "1"], "--ema_decay must be in (0, 1), not 1"),
         (
             ["--ema_decay", "0.99", "--early_stopping_patience", "1"],
@@ -353,7 +353,7 @@ def run_expecting_error(capsys, tiny_bert_dir, tmp_path, args, *fragments):
         (["--task_weights", "mod=2"], "--task_weights names unknown tasks ['mod']"),
         (
             ["--loss_type", "asl", "--pos_weight_cap", "5"],
-            "--pos_weight_cap applies to --loss_type bce and focal only",
+            "pos_weight applies to loss_type bce and focal only, not 'asl'",
         ),
         (["--int8_inference"], "--int8_inference was retired; use --inference_backend onnx-int8"),
     ],

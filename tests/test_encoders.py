@@ -29,8 +29,9 @@ TASKS = {"mood": ["angry", "happy", "sad"], "topic": ["day", "movie"]}
 ENCODERS = list(TINY_ENCODERS)
 
 
-def tiny_model(directory, **options) -> EncoderForMultiTaskMultiLabel:
-    return load_model(str(directory), build_config(str(directory), TASKS, options.pop("pooling", "mean"), **options))
+def tiny_model(directory, attention_dropout=None, **options) -> EncoderForMultiTaskMultiLabel:
+    config = build_config(str(directory), TASKS, options, attention_dropout=attention_dropout)
+    return load_model(str(directory), config)
 
 
 @pytest.mark.parametrize("model_type", ENCODERS)
@@ -169,19 +170,19 @@ def test_pooler_pooling_uses_the_encoders_own_trained_pooler_or_is_refused(tiny_
     with pytest.raises(ArgumentError, match="the checkpoint has no trained pooler"):  # a masked-LM checkpoint
         tiny_model(tiny_encoder_dirs["roberta"], pooling="pooler")
     with pytest.raises(ArgumentError, match="--pooling pooler: the modernbert encoder has no pooler"):
-        build_config(str(tiny_encoder_dirs["modernbert"]), TASKS, "pooler")
+        build_config(str(tiny_encoder_dirs["modernbert"]), TASKS, {"pooling": "pooler"})
 
 
 def test_attention_implementation_is_passed_to_the_encoder(tiny_encoder_dirs):
     directory = str(tiny_encoder_dirs["roberta"])
-    model = load_model(directory, build_config(directory, TASKS, "mean"), attn_implementation="eager")
+    model = load_model(directory, build_config(directory, TASKS), attn_implementation="eager")
     assert model.base_model.config._attn_implementation == "eager"
-    model = load_model(directory, build_config(directory, TASKS, "mean"))
+    model = load_model(directory, build_config(directory, TASKS))
     assert model.base_model.config._attn_implementation == "sdpa"  # transformers' default where supported
     deberta = str(tiny_encoder_dirs["deberta-v2"])
-    assert load_model(deberta, build_config(deberta, TASKS, "mean")).base_model.config._attn_implementation == "eager"
+    assert load_model(deberta, build_config(deberta, TASKS)).base_model.config._attn_implementation == "eager"
     with pytest.raises(ArgumentError, match="--attn_implementation sdpa: DebertaV2Model does not support"):
-        load_model(deberta, build_config(deberta, TASKS, "mean"), attn_implementation="sdpa")
+        load_model(deberta, build_config(deberta, TASKS), attn_implementation="sdpa")
 
 
 def save_config_only(directory, config, tokenizer: bool = False):
@@ -264,7 +265,7 @@ def test_a_model_of_ours_given_its_tasks_in_another_order_is_refused(tiny_bert_d
     tiny_model(tiny_bert_dir).save_pretrained(tmp_path)
     reordered = {"topic": TASKS["topic"], "mood": TASKS["mood"]}
     with pytest.raises(ArgumentError, match=r"holds the tasks \['mood', 'topic'\] in this order"):
-        build_config(str(tmp_path), reordered, "mean")
+        build_config(str(tmp_path), reordered)
 
 
 def test_a_model_of_ours_is_refused_for_other_label_sets_by_name(tiny_bert_dir, tmp_path):
@@ -272,4 +273,4 @@ def test_a_model_of_ours_is_refused_for_other_label_sets_by_name(tiny_bert_dir, 
     other = {"mood": [*TASKS["mood"], "bored"], "topic": TASKS["topic"]}
     expected = "model of this recipe with other label sets (task 'mood': labels only in the checkpoint [], only in "
     with pytest.raises(ArgumentError, match=re.escape(expected + "this run's data ['bored'])")):
-        build_config(str(tmp_path), other, "mean")
+        build_config(str(tmp_path), other)

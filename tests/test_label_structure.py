@@ -14,9 +14,9 @@ from torch.nn import functional as F
 from transformers import AutoTokenizer
 
 from mtl_model import BertMultiTaskConfig
-from mtl_model.configuration_mtl import check_label_hierarchy
+from mtl_model.decoding import check_label_hierarchy, label_decisions, label_scores
 from mtl_model.loading import build_config, load_model
-from mtl_model.modeling_mtl import label_decisions, label_scores, multitask_loss
+from mtl_model.modeling_mtl import multitask_loss
 from mtl_model.trainer import WEIGHT_AVERAGE_NAME
 from run_mtl_classification import cli
 
@@ -56,7 +56,7 @@ def test_hierarchy_and_structure_options_survive_save_and_load(tmp_path):
     loaded = BertMultiTaskConfig.from_pretrained(tmp_path)
     assert {name: getattr(loaded, name) for name in options} == options
     # Grandchildren count as descendants: polarity/pos (index 6) is above coarse/happy (4), fine/joy and amusement.
-    assert loaded.descendants[NAMES.index("polarity/pos")] == [0, 1, 4]
+    assert loaded.decoding.descendants[NAMES.index("polarity/pos")] == [0, 1, 4]
 
 
 def reference_constrained(values: torch.Tensor, hierarchy: dict) -> torch.Tensor:
@@ -77,19 +77,20 @@ def test_constrained_scores_are_c_hmcnns_and_decisions_never_break_the_hierarchy
     logits = torch.randn(50, len(NAMES)) * 2
     thresholds = {"fine": [0.3, 0.4, 0.5, 0.6], "coarse": [0.9, 0.95], "polarity": [0.97, 0.99]}
     constrained = config(label_hierarchy=HIERARCHY, thresholds=thresholds)
-    scores = label_scores(logits, constrained)
+    scores = label_scores(logits, constrained.decoding)
     np.testing.assert_allclose(scores, reference_constrained(torch.sigmoid(logits.double()), HIERARCHY).numpy())
-    chosen = label_decisions(scores, constrained)
+    chosen = label_decisions(scores, constrained.decoding)
     edges = [(NAMES.index(parent), NAMES.index(child)) for parent, children in HIERARCHY.items() for child in children]
     assert not any((chosen[:, child] & ~chosen[:, parent]).any() for parent, child in edges)
-    independent = label_decisions(label_scores(logits, config(thresholds=thresholds)), config(thresholds=thresholds))
+    independent_decoding = config(thresholds=thresholds).decoding
+    independent = label_decisions(label_scores(logits, independent_decoding), independent_decoding)
     assert any((independent[:, child] & ~independent[:, parent]).any() for parent, child in edges)
     # The closure only adds parents: whatever passed its threshold on the constrained scores stays chosen.
     passed = scores >= np.concatenate(list(thresholds.values()))
     assert (chosen >= passed).all()
     # Dropping orphans instead only removes labels: those whose parent, after its own parent's check, is not chosen.
     constrained.hierarchy_consistency = "drop_orphans"
-    pruned = label_decisions(scores, constrained)
+    pruned = label_decisions(scores, constrained.decoding)
     assert not any((pruned[:, child] & ~pruned[:, parent]).any() for parent, child in edges)
     assert (pruned <= passed).all() and (pruned != passed).any()
     polarity, coarse, fine = (slice(6, 8), slice(4, 6), slice(0, 4))
@@ -148,10 +149,10 @@ def test_label_correlation_loss_equals_spanemos_mixed_per_task_and_leaves_unanno
 
 def test_at_least_one_label_takes_the_highest_score_of_a_task_with_none_over_its_threshold():
     scores = np.array([[0.1, 0.3, 0.2, 0.05, 0.2, 0.1, 0.9, 0.2], [0.6, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]])
-    chosen = label_decisions(scores, config(at_least_one=["fine", "coarse"]))
+    chosen = label_decisions(scores, config(at_least_one=["fine", "coarse"]).decoding)
     assert chosen[0].tolist() == [False, True, False, False, True, False, True, False]
     assert chosen[1].tolist() == [True, False, False, False, True, False, False, False]  # coarse: a tie, the first
-    assert label_decisions(scores, config())[0, :6].sum() == 0
+    assert label_decisions(scores, config().decoding)[0, :6].sum() == 0
 
 
 def test_at_least_one_label_holds_after_orphans_are_dropped_and_brings_its_ancestors():
@@ -161,8 +162,8 @@ def test_at_least_one_label_holds_after_orphans_are_dropped_and_brings_its_ances
     scores = np.array([[0.1, 0.2, 0.6, 0.3, 0.3, 0.65, 0.35, 0.7]])
     thresholds = {"fine": [0.5] * 4, "coarse": [0.9, 0.9], "polarity": [0.5, 0.5]}
     options = dict(label_hierarchy=HIERARCHY, hierarchy_consistency="drop_orphans", thresholds=thresholds)
-    assert label_decisions(scores, config(**options))[0].tolist() == [False] * 7 + [True]
-    chosen = label_decisions(scores, config(**options, at_least_one=["fine"]))
+    assert label_decisions(scores, config(**options).decoding)[0].tolist() == [False] * 7 + [True]
+    chosen = label_decisions(scores, config(**options, at_least_one=["fine"]).decoding)
     assert chosen[0].tolist() == [False, False, True, False, False, True, False, True]
 
 
@@ -172,20 +173,20 @@ def test_at_least_one_label_of_a_coarser_task_agrees_with_the_finer_tasks_labels
     # their own, which would have been unhappy and neg beside them.
     scores = np.array([[0.4, 0.1, 0.1, 0.1, 0.4, 0.45, 0.4, 0.45]])
     options = dict(label_hierarchy=HIERARCHY, hierarchy_consistency="drop_orphans")
-    chosen = label_decisions(scores, config(**options, at_least_one=["polarity", "coarse", "fine"]))
+    chosen = label_decisions(scores, config(**options, at_least_one=["polarity", "coarse", "fine"]).decoding)
     assert chosen[0].tolist() == [True, False, False, False, True, False, True, False]
     # add_parents: fine/anger passes, coarse none (thresholds 0.9) though happy scores higher than unhappy; anger's
     # ancestors are added before coarse is asked for a label, so it has unhappy alone.
     scores = np.array([[0.1, 0.2, 0.6, 0.3, 0.7, 0.65, 0.7, 0.65]])
     thresholds = {"fine": [0.5] * 4, "coarse": [0.9, 0.9], "polarity": [0.9, 0.9]}
     options = dict(label_hierarchy=HIERARCHY, thresholds=thresholds, at_least_one=["coarse"])
-    chosen = label_decisions(scores, config(**options, hierarchy_consistency="add_parents"))
+    chosen = label_decisions(scores, config(**options, hierarchy_consistency="add_parents").decoding)
     assert chosen[0].tolist() == [False, False, True, False, False, True, False, True]
 
 
 def test_a_saved_model_with_a_hierarchy_predicts_the_same_with_remote_code(tiny_bert_dir, tmp_path):
     torch.manual_seed(0)
-    structured = build_config(str(tiny_bert_dir), TASKS, "mean", label_hierarchy=HIERARCHY, at_least_one=["fine"])
+    structured = build_config(str(tiny_bert_dir), TASKS, {"label_hierarchy": HIERARCHY, "at_least_one": ["fine"]})
     structured.thresholds.update(coarse=[0.99, 0.99], polarity=[0.99, 0.99])
     model = load_model(str(tiny_bert_dir), structured).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)

@@ -123,7 +123,7 @@ def test_config_rejects_bad_tasks(tasks, message):
     "options, message",
     [
         ({"loss_type": "hinge"}, "loss_type must be one of"),
-        ({"loss_type": "asl", "pos_weight": {"a": [2.0]}}, "pos_weight applies to the bce and focal losses only"),
+        ({"loss_type": "asl", "pos_weight": {"a": [2.0]}}, "pos_weight applies to loss_type bce and focal only"),
         ({"pos_weight": {"a": [2.0, 3.0]}}, "1 labels but 2 pos_weight"),
     ],
 )
@@ -133,7 +133,7 @@ def test_config_rejects_bad_loss_options(options, message):
 
 
 def test_build_from_bert_checkpoint_initialises_fresh_heads(tiny_bert_dir):
-    config = build_config(str(tiny_bert_dir), TASKS, "mean", {"topic": 0.3})
+    config = build_config(str(tiny_bert_dir), TASKS, {"task_weights": {"topic": 0.3}})
     model = load_model(str(tiny_bert_dir), config)
     assert config.hidden_size == 32 and config.model_type == "bert_multitask"
     assert [head.out_features for head in model.heads] == [3, 2, 4]
@@ -144,12 +144,12 @@ def test_build_from_bert_checkpoint_initialises_fresh_heads(tiny_bert_dir):
 
 
 def encoder_dropout(path, **options) -> float:
-    return build_config(str(path), TASKS, "mean", **options).encoder.attention_probs_dropout_prob
+    return build_config(str(path), TASKS, **options).encoder.attention_probs_dropout_prob
 
 
 def test_attention_dropout_replaces_the_encoders_and_survives_saving(tiny_bert_dir, tmp_path):
     assert encoder_dropout(tiny_bert_dir) == 0.0  # the encoder's own
-    config = build_config(str(tiny_bert_dir), TASKS, "mean", attention_dropout=0.25)
+    config = build_config(str(tiny_bert_dir), TASKS, attention_dropout=0.25)
     model = load_model(str(tiny_bert_dir), config)
     assert {layer.attention.self.dropout.p for layer in model.bert.encoder.layer} == {0.25}
     model.save_pretrained(tmp_path)
@@ -158,7 +158,7 @@ def test_attention_dropout_replaces_the_encoders_and_survives_saving(tiny_bert_d
 
 
 def test_saved_model_loads_with_remote_code_in_a_fresh_interpreter(tiny_bert_dir, tmp_path):
-    config = build_config(str(tiny_bert_dir), TASKS, "mean")
+    config = build_config(str(tiny_bert_dir), TASKS)
     config.thresholds["emotion"] = [0.1, 0.2, 0.3]
     model = load_model(str(tiny_bert_dir), config).eval()
     saved = tmp_path / "saved"

@@ -13,10 +13,10 @@ from helpers import base_args, list_records, read_predictions, write_jsonl
 from transformers import AutoTokenizer
 
 from mtl_model.errors import ArgumentError
-from mtl_model.export import INT8_FILE, ONNX_FILE, export_onnx
+from mtl_model.export import export_onnx
 from mtl_model.loading import build_config, load_model
-from mtl_model.onnx_classifier import OnnxMultiTaskClassifier
-from mtl_model.trainer import check_inference_backend
+from mtl_model.onnx_classifier import INT8_FILE, ONNX_FILE, OnnxMultiTaskClassifier
+from mtl_model.parsing import check_inference_backend
 from run_mtl_classification import cli
 
 INT8_TYPES = ["bert", "roberta"]
@@ -28,7 +28,7 @@ TEXTS = ["bad", "i love this movie", "this is that day and i hate it, not good a
 def model_with_heads(checkpoint, tokenizer):
     """A model on `checkpoint` with random heads and, as a tuned model has, a threshold of its own per label: midway
     between its second and third highest scores on TEXTS, so that each label is predicted for two of them."""
-    config = build_config(str(checkpoint), TASKS, "mean", {}, None, None, 0.0)
+    config = build_config(str(checkpoint), TASKS, attention_dropout=0.0)
     model = load_model(str(checkpoint), config).eval()
     ranked = np.sort(model.scores(TEXTS, tokenizer), axis=0)[::-1]  # [texts, labels], highest first
     midway = (ranked[1] + ranked[2]) / 2

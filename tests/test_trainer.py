@@ -192,3 +192,44 @@ def test_heap_trimming_finds_glibc_by_default(tmp_path):
     # The C library's own malloc_trim, not a stand-in: the same function as the one loaded from libc by name.
     address = ctypes.cast(release.malloc_trim, ctypes.c_void_p).value
     assert address == ctypes.cast(ctypes.CDLL("libc.so.6").malloc_trim, ctypes.c_void_p).value
+
+
+class SimulatedDataParallel(torch.nn.Module):
+    """`nn.DataParallel` on one device: every tensor argument split along its first axis into `replicas` parts
+    (`torch.chunk`, as its scatter splits them), the module run on each part, and the outputs gathered as it gathers
+    them: the replicas' scalar losses stacked into [replicas], other tensors concatenated along the first axis."""
+
+    def __init__(self, module: torch.nn.Module, replicas: int):
+        super().__init__()
+        self.module, self.replicas = module, replicas
+
+    def forward(self, **inputs):
+        parts = [{name: value.chunk(self.replicas)[replica] for name, value in inputs.items()}
+                 for replica in range(self.replicas)]  # fmt: skip
+        outputs = [self.module(**part) for part in parts]
+        return SimpleNamespace(loss=torch.stack([output.loss for output in outputs]),
+                               task_losses=torch.cat([output.task_losses for output in outputs]))  # fmt: skip
+
+
+@pytest.mark.parametrize("replicas", [2, 4])
+def test_data_parallel_replicas_together_give_the_exact_loss(tmp_path, tiny_bert_dir, replicas):
+    """Several GPUs in one process (the Trainer's `nn.DataParallel`): each replica gets its row of the per-task
+    counts, and the Trainer's mean of the replicas' losses is the loss of the whole batch."""
+    torch.manual_seed(0)
+    model = BertForMultiTaskMultiLabel(
+        BertMultiTaskConfig(**TINY_BERT, tasks={**TASKS, "topic": ["day", "movie"]}, classifier_dropout=0.0)
+    ).train()
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    trainer = MultiTaskTrainer(model=model, args=args)
+    trainer.args._n_gpu = replicas  # what TrainingArguments counts on a machine with `replicas` GPUs
+    collate = DataCollatorWithPadding(AutoTokenizer.from_pretrained(tiny_bert_dir))
+    labels = [[*row, *([M, M] if index % 3 else [1, 0])] for index, row in enumerate(LABELS)]  # three tasks
+    batch = collate([{**row, "labels": label} for row, label in zip(tiny_dataset(), labels)])
+    counts = trainer.annotated_entries_per_task([batch], torch.device("cpu"))
+    assert counts.shape == (replicas, 3)
+    loss = trainer.compute_loss(SimulatedDataParallel(model, replicas), batch, num_items_in_batch=counts)
+    with torch.no_grad():
+        whole = model(**batch)  # each task's masked mean over the whole batch: the exact loss
+    assert loss.shape == (replicas,)
+    torch.testing.assert_close(loss.mean(), whole.loss)
+    torch.testing.assert_close(trainer._task_loss_sum, whole.task_losses)

@@ -4,7 +4,7 @@ loads."""
 import json
 from pathlib import Path
 
-from ..configuration_mtl import check_label_hierarchy
+from ..decoding import check_label_hierarchy
 from ..errors import DataError
 
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import datasets
 from datasets import ClassLabel, DatasetDict
 
-from ..configuration_mtl import IGNORE_INDEX, TASK_LABEL_SEPARATOR, check_task_name
+from ..configuration_mtl import IGNORE_INDEX, check_task_name
+from ..decoding import TASK_LABEL_SEPARATOR
 from ..errors import DataError, describe_labels
 from .cells import parse_label_cell, parse_wide_cell
 

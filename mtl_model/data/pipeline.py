@@ -7,7 +7,7 @@ from typing import Protocol
 
 from datasets import DatasetDict
 
-from ..configuration_mtl import TASK_LABEL_SEPARATOR
+from ..decoding import TASK_LABEL_SEPARATOR
 from ..errors import DataError
 from .labels import LabelEncoder, TaskSource, check_label_kinds, collect_label_sets, feature_label_names, task_sources
 from .statistics import LENGTH_COLUMN, task_label_counts

@@ -6,7 +6,8 @@ import logging
 import datasets
 import numpy as np
 
-from ..configuration_mtl import IGNORE_INDEX, task_slices
+from ..configuration_mtl import IGNORE_INDEX
+from ..decoding import task_slices
 
 logger = logging.getLogger(__name__)
 
