@@ -31,28 +31,25 @@ def hub_model_id(model_name_or_path: str) -> str | None:
     return None if Path(model_name_or_path).exists() else model_name_or_path
 
 
-def option_flag_fields() -> dict[str, tuple]:
-    """Flag name → (type, field) of each model option a flag sets: the default, help and choices of its config
-    field (`MultiTaskConfig`'s `option` declarations), typed as the flag is written (a string where the config holds
-    a list or a mapping: `read_flag` converts it)."""
-    made = {}
-    for declared in model_options():
-        flag = option_flag(declared)
-        if flag is not None:
-            metadata = {"help": declared.metadata["help"]}
-            if declared.metadata["choices"]:
-                metadata["choices"] = list(declared.metadata["choices"])
-            kind = str | None if declared.metadata["flag_format"] else declared.type
-            made[flag] = (kind, field(default=declared.default, metadata=metadata))
-    return made
+# Flag name → the model option (a config field, `MultiTaskConfig`'s `option` declarations) it sets.
+OPTION_FLAGS = {flag: declared for declared in model_options() if (flag := option_flag(declared))}
 
 
-# The model options' flags, made from their declarations in the config (one source of truth): the base of
-# `ModelArguments`, so that `model_args.pooling` and the like read as before.
+def option_flag_field(flag: str, declared) -> tuple:
+    """(name, type, field) of a model option's flag: the default, help and choices of its declaration, typed as the
+    flag is written (a string where the config holds a list or a mapping: `read_flag` converts it)."""
+    metadata = {"help": declared.metadata["help"]}
+    if declared.metadata["choices"]:
+        metadata["choices"] = list(declared.metadata["choices"])
+    kind = str | None if declared.metadata["flag_format"] else declared.type
+    return flag, kind, field(default=declared.default, metadata=metadata)
+
+
+# The model options' flags, made from their declarations (one source of truth): the base of `ModelArguments`, so
+# that `model_args.pooling` and the like read as any flag's value.
 ModelOptionArguments = make_dataclass(
-    "ModelOptionArguments", [(flag, kind, made) for flag, (kind, made) in option_flag_fields().items()]
+    "ModelOptionArguments", [option_flag_field(flag, declared) for flag, declared in OPTION_FLAGS.items()]
 )
-OPTION_FLAGS = {option_flag(declared): declared for declared in model_options() if option_flag(declared)}
 
 
 @dataclass

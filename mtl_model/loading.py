@@ -209,10 +209,6 @@ def load_model(
         # The encoder's own check: an unknown kernel, one the architecture lacks, or one not installed.
         raise ArgumentError(f"--attn_implementation {attn_implementation}: {error}") from None
     check_encoder_loaded(model, loading_info, model_name_or_path)
-    # `from_pretrained` keeps the renamings it applied, and `save_pretrained` would undo them, writing the weights
-    # back under the checkpoint's names (`roberta.*`), which our model would not find on reload. Forgetting them makes
-    # it save as a model built in code does: under our names, with transformers' own per-architecture conversions.
-    model._weight_conversions = None
     enable_remote_code(model)
     return model
 

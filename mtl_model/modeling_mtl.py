@@ -176,6 +176,13 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
             init.normal_(module.weight, mean=0.0, std=getattr(self.config.encoder, "initializer_range", 0.02))
             init.zeros_(module.bias)
 
+    def save_pretrained(self, save_directory, *args, save_original_format: bool = False, **kwargs):
+        """`PreTrainedModel.save_pretrained`, the weights always under this class's own names. Its default
+        (`save_original_format=True`) undoes the renamings `from_pretrained` applied, so a model built from an
+        encoder checkpoint (`key_mapping`: a `RobertaForMaskedLM`'s `roberta.*` become `encoder.*`) would be saved
+        under the checkpoint's names, which this class does not load."""
+        return super().save_pretrained(save_directory, *args, save_original_format=save_original_format, **kwargs)
+
     def get_input_embeddings(self) -> nn.Module:
         return self.base_model.get_input_embeddings()
 

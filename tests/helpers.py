@@ -136,6 +136,8 @@ REMOTE_LOAD_SCRIPT = textwrap.dedent(
     results["pipeline"] = classifier(["i love this movie", "bad day"])
     results["predict"] = model.predict(["i love this movie"], tokenizer)
     results["config"] = {"class": type(config).__name__, "tasks": config.tasks, "thresholds": config.thresholds}
+    # What the README and the model card warn of: without remote code, the encoder's stock classifier.
+    results["without_remote_code"] = type(AutoModelForSequenceClassification.from_pretrained(directory)).__name__
     json.dump(results, open(results_file, "w"))
     """
 )

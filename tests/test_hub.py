@@ -62,6 +62,10 @@ def test_push_to_hub_uploads_model_code_tokenizer_and_our_card(fake_hub, tiny_be
     assert "model-index" in card and "## Tasks, labels and decision thresholds" in card and "| mood |" in card
     assert "This model is a fine-tuned version of" not in card  # the Trainer's generic card did not replace ours
     assert 'AutoModel.from_pretrained("me/mtl", trust_remote_code=True)' in card
+    # The first code block says what loading without remote code gives, before anything else.
+    first_block = card.split("```python", 1)[1].split("```", 1)[0]
+    assert first_block.index("trust_remote_code=True is required") < first_block.index("from_pretrained")
+    assert "random head" in first_block
     results = json.loads((tmp_path / "out" / "all_results.json").read_text())
     assert f"| mood | {results['eval_mood_macro_f1']:.4f} | {results['eval_mood_micro_f1']:.4f} |" in card
 
@@ -69,3 +73,4 @@ def test_push_to_hub_uploads_model_code_tokenizer_and_our_card(fake_hub, tiny_be
     trained = BertForMultiTaskMultiLabel.from_pretrained(tmp_path / "out")
     results = assert_fresh_interpreter_reproduces_logits(fake_hub.remote / "me/mtl", trained, tmp_path)
     assert results["config"]["tasks"] == trained.config.tasks
+    assert results["without_remote_code"] == "BertForSequenceClassification"  # as the card's first lines warn

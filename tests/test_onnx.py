@@ -2,8 +2,10 @@
 for every encoder architecture; int8 runs quantised; the CLI predicts through it and writes the same files."""
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -155,3 +157,47 @@ def test_onnx_prediction_is_refused_where_it_would_not_apply(backend, do_predict
     with pytest.raises(ArgumentError, match=message):
         check_inference_backend(SimpleNamespace(inference_backend=backend), training_args)
     check_inference_backend(SimpleNamespace(inference_backend="torch"), training_args)  # PyTorch: nothing to refuse
+
+
+# Run in the deploy environment: the export's labels and scores, and whether torch or transformers got imported.
+RUNTIME_SCRIPT = """
+import json, sys
+from mtl_model.onnx_classifier import OnnxMultiTaskClassifier
+
+classifier = OnnxMultiTaskClassifier.from_pretrained(sys.argv[1], int8=sys.argv[2] == "int8")
+texts = json.loads(sys.argv[3])
+imported = sorted(name for name in ("torch", "transformers") if name in sys.modules)
+result = {"labels": classifier.predict(texts), "scores": classifier.scores(texts).tolist(), "imported": imported}
+print(json.dumps(result))
+"""
+
+
+@pytest.fixture(scope="module")
+def runtime_python(tmp_path_factory) -> Path:
+    """A fresh virtual environment with this package and its `runtime` extra alone (no torch, no transformers),
+    installed from a copy of the sources (a build writes into the tree it builds)."""
+    root, repo = tmp_path_factory.mktemp("runtime"), Path(__file__).resolve().parents[1]
+    source = root / "source"
+    shutil.copytree(repo / "mtl_model", source / "mtl_model", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / name, source / name)
+    subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
+    python = root / "venv" / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"{source}[runtime]"], check=True)
+    return python
+
+
+@pytest.mark.parametrize("model_type, graph", [("bert", "float32"), ("bert", "int8"), ("roberta", "float32")])
+def test_the_runtime_extra_alone_predicts_the_models_labels_without_torch(runtime_python, exported, model_type, graph):
+    case = exported[model_type]
+    missing = subprocess.run([str(runtime_python), "-c", "import torch"], capture_output=True)
+    assert missing.returncode != 0  # torch is not installed there at all
+    result = subprocess.run([str(runtime_python), "-c", RUNTIME_SCRIPT, str(case.directory), graph, json.dumps(TEXTS)],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    output = json.loads(result.stdout)
+    assert output["imported"] == []
+    in_this_process = OnnxMultiTaskClassifier.from_pretrained(case.directory, int8=graph == "int8")
+    assert output["labels"] == in_this_process.predict(TEXTS)
+    assert np.array(output["scores"]) == pytest.approx(in_this_process.scores(TEXTS), abs=1e-6)
+    if graph == "float32":
+        assert output["labels"] == case.model.predict(TEXTS, case.tokenizer)  # the PyTorch model's own labels

@@ -228,3 +228,12 @@ def test_a_bad_option_value_is_refused_by_the_config_by_the_flag_and_by_the_conf
     assert exit_status([str(config_file), *base_args(tiny_bert_dir, tmp_path / "out", *args)]) == 2
     assert f"--{flag}" in capsys.readouterr().err
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_the_onnx_export_of_a_reloaded_model_carries_its_saved_options(tiny_bert_dir, data, tmp_path):
+    trained = train(tiny_bert_dir, tmp_path / "trained", data, "--pooling", "cls", "--at_least_one_label", "mood")
+    assert predict_alone(trained, tmp_path / "alone", data, "--inference_backend", "onnx") == 0
+    exported = json.loads((tmp_path / "alone" / "onnx" / "config.json").read_text())
+    assert (exported["pooling"], exported["at_least_one"]) == ("cls", ["mood"])
+    labels = [{task: row[task]["labels"] for task in TASKS} for row in read_predictions(tmp_path / "alone")]
+    assert labels == [{task: row[task]["labels"] for task in TASKS} for row in read_predictions(trained)]
