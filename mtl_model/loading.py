@@ -218,13 +218,17 @@ def check_encoder_loaded(model: EncoderForMultiTaskMultiLabel, loading_info: dic
     checkpoint's encoder weight went unused (another architecture or size than its config says). Fresh heads, a
     pooler we do not build and the checkpoint's own heads (a masked-LM head, say) are expected."""
     prefix = f"{model.base_model_prefix}."
+    # A checkpoint's unused encoder weights come back under our prefix, or, from a base-model checkpoint (a
+    # `BertModel`'s weights carry no `bert.`), under the encoder's own module names (`encoder.layer.2.…`).
+    encoder_modules = set(model.base_model._modules)
+
+    def is_encoders(key: str) -> bool:
+        ours = key.startswith(prefix) or key.split(".")[0] in encoder_modules
+        return ours and not key.removeprefix(prefix).startswith(POOLER_PREFIX)
+
     problems = {
         "newly initialised": [key for key in loading_info["missing_keys"] if not key.startswith(HEADS_PREFIX)],
-        "in the checkpoint but unused": [
-            key
-            for key in loading_info["unexpected_keys"]
-            if key.startswith(prefix) and not key.startswith(prefix + POOLER_PREFIX)
-        ],
+        "in the checkpoint but unused": [key for key in loading_info["unexpected_keys"] if is_encoders(key)],
         "of another shape in the checkpoint": [str(item) for item in loading_info["mismatched_keys"]],
     }
     pooler = prefix + POOLER_PREFIX

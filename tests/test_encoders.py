@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from conftest import TINY_ENCODERS, build_tiny_encoder, tiny_encoder_config, tiny_vocab
+from conftest import TINY_ENCODERS, build_tiny_bert, build_tiny_encoder, tiny_encoder_config, tiny_vocab
 from helpers import (
     assert_fresh_interpreter_reproduces_logits,
     base_args,
@@ -218,6 +218,8 @@ def refused_checkpoint(kind: str, root):
         edit_config(build_tiny_encoder(directory, "roberta"), num_hidden_layers=3)
     elif kind == "checkpoint weights unused":
         edit_config(build_tiny_encoder(directory, "electra"), num_hidden_layers=1)
+    elif kind == "base-model weights unused":  # a BertModel checkpoint: its weights carry no `bert.` prefix
+        edit_config(build_tiny_bert(directory), num_hidden_layers=1)
     return directory
 
 
@@ -228,6 +230,7 @@ REFUSALS = {
     "config without weights": "no weights to load",
     "weights missing from the checkpoint": "roberta encoder are newly initialised, e.g. ['encoder.encoder.layer.2.",
     "checkpoint weights unused": "electra encoder are in the checkpoint but unused, e.g. ['encoder.encoder.layer.1.",
+    "base-model weights unused": "bert encoder are in the checkpoint but unused, e.g. ['encoder.layer.1.",
 }
 
 
