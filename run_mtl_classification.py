@@ -31,16 +31,21 @@ from mtl_model.data import (
 )
 from mtl_model.errors import ArgumentError, DataError
 from mtl_model.loading import build_config, freeze_word_embeddings, load_config, load_model, trained_tasks
-from mtl_model.metrics import build_compute_metrics, metric_names, metrics_at_threshold
+from mtl_model.metrics import build_compute_metrics, cross_fitted_names, metric_names, metrics_at_threshold
 from mtl_model.model_card import CardFacts
 from mtl_model.parsing import (
     check_inference_backend,
     check_metric_for_best_model,
+    check_search_arguments,
+    check_search_objective,
     onnx_batch_size,
     parse_arguments,
     resolve_early_stopping,
 )
 from mtl_model.report import write_evaluation_report, write_predictions
+from mtl_model.search import TestScoring, run_search
+from mtl_model.search_report import given_values
+from mtl_model.search_space import read_search_space, with_settings
 from mtl_model.trainer import MultiTaskTrainer
 
 logger = logging.getLogger(__name__)
@@ -48,19 +53,24 @@ SPEED = ("_runtime", "_samples_per_second", "_steps_per_second")
 
 
 def main(argv: list[str]) -> None:
-    model_args, data_args, training_args, given = parse_arguments(argv)
+    model_args, data_args, training_args, search_args, given = parse_arguments(argv)
     setup_logging(training_args)
     training_args = resolve_early_stopping(training_args, data_args, given)
     check_output_dir(training_args, model_args.model_name_or_path, changes_model(training_args, data_args, given))
     check_inference_backend(model_args, training_args)
+    check_search_arguments(search_args, training_args, given)
     logger.info("Training arguments: %s", training_args)
     set_seed(training_args.seed)
 
     # Data: load, validate every row, encode labels and tokenize, all before the model loads.
     # Only the splits the requested phases use are read: prediction alone from a model of ours reads the test data.
     saved_tasks = trained_tasks(model_args.model_name_or_path, model_args.cache_dir)
-    phases = Phases(training_args.do_train, needs_validation(training_args, data_args), training_args.do_predict,
-                    labels_from_train=saved_tasks is None)  # fmt: skip
+    phases = Phases(
+        training_args.do_train,
+        needs_validation(training_args, data_args) or bool(search_args.hpo_trials),  # trials are scored on it
+        training_args.do_predict or search_args.hpo_score_test,
+        labels_from_train=saved_tasks is None,
+    )
     files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
     files = {split: path for split, path in files.items() if split in phases.splits(bool(data_args.validation_file))}
     raw, where = load_raw_splits(files, data_args.dataset_name, data_args.dataset_config_name, model_args.cache_dir)
@@ -68,10 +78,9 @@ def main(argv: list[str]) -> None:
     raw = select_first(raw, sample_limits(data_args))
     tasks, sources = resolve_tasks(raw, where, data_args, saved_tasks)
     check_metric_for_best_model(training_args, metric_names(tasks))
-    # The model options the user gave; a model of ours keeps its own value of every other one.
-    options = model_args.given_options(tasks, given)
-    if "label_hierarchy" in given:
-        options["label_hierarchy"] = read_label_hierarchy(data_args.label_hierarchy, tasks)
+    space = read_search_space(search_args.hpo_space, tasks) if search_args.hpo_trials else None
+    if space:
+        check_search_objective(search_args.hpo_objective, [*metric_names(tasks), *cross_fitted_names(tasks)])
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.tokenizer_name or model_args.model_name_or_path, cache_dir=model_args.cache_dir
     )
@@ -81,24 +90,28 @@ def main(argv: list[str]) -> None:
         encoded = carve_validation(encoded, data_args.validation_split_percentage, training_args.seed)
     encoded = select_first(encoded, sample_limits(data_args))
 
+    # Search: trials trained on the training split and scored on the validation split; with --do_train the best
+    # settings are then trained below like any run's, else the run ends with the search's report.
+    search = None
+    if space:
+        search = run_search(
+            search_args, training_args, space, model_args.head_learning_rate,
+            lambda args, setup: search_trainer(args, setup, model_args, data_args, given, tasks, encoded, tokenizer),
+            given_values(given, model_args, data_args, training_args),
+            test_scoring(search_args, data_args, encoded),
+        )  # fmt: skip
+        if not training_args.do_train:
+            return
+        model_args, training_args = with_settings(search.settings, model_args, training_args)
+        given = given | set(search.settings)
+
     # Model
-    if model_args.pos_weight_cap and training_args.do_train:
-        options["pos_weight"] = capped_pos_weight(encoded["train"], tasks, model_args.pos_weight_cap)
-    config = build_config(
-        model_args.model_name_or_path,
-        tasks,
-        options,
-        training=training_args.do_train,
-        cache_dir=model_args.cache_dir,
-        attention_dropout=attention_dropout(model_args, given, saved_tasks is None),
-    )
+    config = model_config(model_args, data_args, training_args.do_train, given, tasks, encoded, saved_tasks)
     # A model of ours given a decoding option other than its own is saved whole with it (config and weights).
     options_changed = (
         saved_tasks is not None and config.to_dict() != load_config(model_args.model_name_or_path).to_dict()
     )
-    model = load_model(model_args.model_name_or_path, config, model_args.cache_dir, model_args.attn_implementation)
-    if model_args.freeze_word_embeddings:
-        freeze_word_embeddings(model)
+    model = model_from(model_args, config)
     checkpoint = None
     if training_args.do_train:
         remove_old_checkpoints(training_args)
@@ -168,6 +181,7 @@ def main(argv: list[str]) -> None:
         dataset_name=data_args.dataset_name,
         test_backend=model_args.inference_backend,
         report_files=[str(path) for path in report_files],
+        search=search.description if search else None,
     )
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(training_args.output_dir)
@@ -213,6 +227,64 @@ def setup_logging(training_args) -> None:
     transformers.utils.logging.enable_explicit_format()
 
 
+def model_config(model_args, data_args, training: bool, given: set[str], tasks, encoded, saved_tasks):
+    """The model's config: a model of ours keeps its own value of every option but those the user gave."""
+    options = model_args.given_options(tasks, given)
+    if "label_hierarchy" in given:
+        options["label_hierarchy"] = read_label_hierarchy(data_args.label_hierarchy, tasks)
+    if model_args.pos_weight_cap and training:
+        options["pos_weight"] = capped_pos_weight(encoded["train"], tasks, model_args.pos_weight_cap)
+    return build_config(
+        model_args.model_name_or_path,
+        tasks,
+        options,
+        training=training,
+        cache_dir=model_args.cache_dir,
+        attention_dropout=attention_dropout(model_args, given, saved_tasks is None),
+    )
+
+
+def model_from(model_args, config):
+    model = load_model(model_args.model_name_or_path, config, model_args.cache_dir, model_args.attn_implementation)
+    if model_args.freeze_word_embeddings:
+        freeze_word_embeddings(model)
+    return model
+
+
+def search_trainer(args, setup, model_args, data_args, given, tasks, encoded, tokenizer) -> MultiTaskTrainer:
+    """The trainer of a search's trials: each builds its model from the trial's settings over the flags given, and
+    is scored with the cross-fitted macro-F1 among its metrics."""
+    saved_tasks = trained_tasks(model_args.model_name_or_path, model_args.cache_dir)
+
+    def model_init(trial):
+        settings = setup.space.settings(trial) if trial is not None else {}
+        trial_model_args, _ = with_settings(settings, model_args)
+        config = model_config(trial_model_args, data_args, True, given | set(settings), tasks, encoded, saved_tasks)
+        return model_from(trial_model_args, config)
+
+    trainer = MultiTaskTrainer(
+        model_init=model_init,
+        args=args,
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"],
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        head_learning_rate=model_args.head_learning_rate,
+    )
+    cross_fitting = {"min_positives": data_args.min_positives_to_tune, "objective": data_args.threshold_objective}
+    trainer.compute_metrics = build_compute_metrics(trainer.model.config, cross_fitting)
+    trainer.trial_setup = setup
+    return trainer
+
+
+def test_scoring(search_args, data_args, encoded) -> TestScoring | None:
+    """With --hpo_score_test, each trial scored on the test split at thresholds tuned as the run tunes them."""
+    if not search_args.hpo_score_test:
+        return None
+    return TestScoring(encoded["validation"], encoded["test"], data_args.min_positives_to_tune,
+                       data_args.threshold_objective)  # fmt: skip
+
+
 def attention_dropout(model_args, given: set[str], new_model: bool) -> float | None:
     """The recipe's attention dropout for a new model; a model of ours keeps its encoder's own unless given."""
     return model_args.attention_dropout if new_model or "attention_dropout" in given else None
@@ -255,7 +327,9 @@ def keep_needed_splits(raw, phases: Phases):
     if phases.validation and "validation" not in raw and "train" not in raw:
         raise DataError("--do_eval and --tune_thresholds need validation data (or training data to split it from)")
     if phases.predict and "test" not in raw:
-        raise DataError("--do_predict needs test data (--test_file or a dataset with a test split)")
+        raise DataError(
+            "--do_predict and --hpo_score_test need test data (--test_file or a dataset with a test split)"
+        )
     wanted = phases.splits("validation" in raw)
     return raw.__class__({split: dataset for split, dataset in raw.items() if split in wanted})
 

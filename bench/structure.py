@@ -80,7 +80,7 @@ DECODING = {
 
 def config_decoding() -> dict:
     """The decoding options of examples/goemotions/config.yaml, as the CLI parses them."""
-    model_args, data_args, _, given = parse_arguments([str(CONFIG)])
+    model_args, data_args, _, _, given = parse_arguments([str(CONFIG)])
     defaults = {declared.name: declared.default for declared in model_options()}
     options = {**defaults, **model_args.given_options(read_json(DATA / "labels.json"), given)}
     return dict(

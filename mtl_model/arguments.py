@@ -331,4 +331,53 @@ class MultiTaskTrainingArguments(TrainingArguments):
         super().__post_init__()
 
 
-ARGUMENT_CLASSES = (ModelArguments, DataTrainingArguments, MultiTaskTrainingArguments)
+@dataclass
+class SearchArguments:
+    """A hyper-parameter search (`mtl_model.search`) instead of, or before, one training run."""
+
+    hpo_trials: int | None = field(
+        default=None,
+        metadata={"help": "Search the hyper-parameters: run trials until the study holds N finished ones (complete "
+                  "or pruned; a trial cut short is retried), each trained on the training split and scored on the "
+                  "validation split; results in output_dir/search/. With --do_train, the best settings are then "
+                  "trained into output_dir."},
+    )  # fmt: skip
+    hpo_backend: str = field(
+        default="optuna",
+        metadata={"help": "Search engine behind Trainer.hyperparameter_search: optuna (TPE, a study in --hpo_storage) "
+                  "or ray (Ray Tune with ASHA; needs the ray extra).", "choices": ["optuna", "ray"]},
+    )  # fmt: skip
+    hpo_objective: str = field(
+        default="cross_fitted_macro_f1",
+        metadata={"help": "The validation metric a trial is scored by (maximised, or minimised for a loss): by "
+                  "default each task's macro-F1 at thresholds tuned on the other half of the validation rows, "
+                  "averaged over both halves and the tasks; or any key --metric_for_best_model takes."},
+    )  # fmt: skip
+    hpo_pruner: str = field(
+        default="median",
+        metadata={"help": "Stop unpromising trials at their evaluations (--eval_strategy steps gives a trial "
+                  "several): none, median (Optuna's MedianPruner) or hyperband.",
+                  "choices": ["none", "median", "hyperband"]},
+    )  # fmt: skip
+    hpo_space: str | None = field(
+        default=None,
+        metadata={"help": "YAML or JSON file of the search space, one entry per flag (see the README); default: "
+                  "mtl_model/templates/search_space.yaml."},
+    )  # fmt: skip
+    hpo_storage: str | None = field(
+        default=None,
+        metadata={"help": "Optuna storage URL of the study (sqlite:///…, postgresql+psycopg://user@host/db, any URL "
+                  "SQLAlchemy takes): every process given the same URL and study name works on one study. "
+                  "Default: an SQLite file, output_dir/search/study.db."},
+    )  # fmt: skip
+    hpo_study_name: str = field(default="mtl-search", metadata={"help": "The study's name in --hpo_storage."})
+    hpo_score_test: bool = field(
+        default=False,
+        metadata={"help": "Also score each trial on the test split (the mean over tasks of macro-F1 at thresholds "
+                  "tuned on the validation split), kept in trials.csv as test_macro_f1 and never used to choose: "
+                  "report.md then gives Spearman's rank correlation of the objective with it, how far the "
+                  "validation objective can be trusted to rank trials. Needs test data; Optuna only."},
+    )  # fmt: skip
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataTrainingArguments, MultiTaskTrainingArguments, SearchArguments)

@@ -20,7 +20,7 @@ from sklearn.metrics import (
 from transformers import EvalPrediction
 
 from .configuration_mtl import IGNORE_INDEX
-from .decoding import label_decisions, label_scores, task_slices
+from .decoding import label_decisions, label_scores, per_label_vector, task_slices
 
 # Besides the F1 family: metrics of each task, and overall over the rows annotated for every task.
 EXAMPLE_BASED = ("jaccard", "hamming_loss", "subset_accuracy", "macro_ap")
@@ -154,13 +154,17 @@ def metrics_at_threshold(
     }
 
 
-def build_compute_metrics(config):
+def build_compute_metrics(config, cross_fitting: dict | None = None):
     """A `compute_metrics` for the Trainer that reads the decoding (thresholds, hierarchy, at-least-one) from the
-    model config at call time, so thresholds tuned after training are used by later evaluations."""
+    model config at call time, so thresholds tuned after training are used by later evaluations. With
+    `cross_fitting` (`cross_fitted_macro_f1`'s min_positives and objective), the cross-fitted macro-F1 too."""
 
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        return multitask_metrics(logits, prediction.label_ids, config)
+        metrics = multitask_metrics(logits, prediction.label_ids, config)
+        if cross_fitting is not None:
+            metrics.update(cross_fitted_macro_f1(logits, prediction.label_ids, config, **cross_fitting))
+        return metrics
 
     return compute_metrics
 
@@ -169,6 +173,49 @@ def metric_names(tasks: dict[str, list[str]]) -> list[str]:
     """Every key of `multitask_metrics` that can rank checkpoints (`--metric_for_best_model`), without "eval_"."""
     scores = [*f1_scores(np.zeros(1), np.zeros(1), np.zeros(1)), *EXAMPLE_BASED]
     return scores + [f"{task}_{score}" for task in tasks for score in scores]
+
+
+def cross_fitted_names(tasks: dict[str, list[str]]) -> list[str]:
+    """The keys of `cross_fitted_macro_f1`, without "eval_"."""
+    return [CROSS_FITTED] + [f"{task}_{CROSS_FITTED}" for task in tasks]
+
+
+CROSS_FITTED = "cross_fitted_macro_f1"
+
+
+def cross_fitted_macro_f1(
+    logits: np.ndarray, labels: np.ndarray, config, min_positives: int = 5, objective: str = "label_f1", seed: int = 0
+) -> dict[str, float]:
+    """Each task's macro-F1 at per-label thresholds tuned on other rows than those it is scored on: the rows split in
+    two halves (a fixed shuffle), thresholds tuned on each half (`tune_thresholds`) score the other, and the two
+    scores are averaged; "<task>_cross_fitted_macro_f1" and their mean over tasks, "cross_fitted_macro_f1".
+
+    Scoring a model at thresholds fitted to the same rows flatters it, the more so the rarer its labels; a search
+    that ranks many models so would pick the one whose thresholds overfit best.
+    """
+    halves = np.array_split(np.random.default_rng(seed).permutation(len(logits)), 2)
+    per_task = {task: [] for task in config.tasks}
+    for tuned_on, scored_on in (halves, halves[::-1]):
+        tuning, scored = (logits[tuned_on], labels[tuned_on]), (logits[scored_on], labels[scored_on])
+        for task, score in task_macro_f1_at_tuned_thresholds(tuning, scored, config, min_positives, objective).items():
+            per_task[task].append(score)
+    metrics = {f"{task}_{CROSS_FITTED}": float(np.mean(values)) for task, values in per_task.items()}
+    metrics[CROSS_FITTED] = float(np.mean(list(metrics.values())))
+    return metrics
+
+
+def task_macro_f1_at_tuned_thresholds(
+    tuning: tuple[np.ndarray, np.ndarray],
+    scored: tuple[np.ndarray, np.ndarray],
+    config,
+    min_positives: int = 5,
+    objective: str = "label_f1",
+) -> dict[str, float]:
+    """Per task, macro-F1 on the `scored` (logits, labels) at per-label thresholds tuned on the `tuning` ones: e.g.
+    what a model whose thresholds are tuned on the validation split scores on the test split."""
+    thresholds = np.array(per_label_vector(config.tasks, tune_thresholds(*tuning, config, min_positives, objective)))
+    scores = multitask_metrics(*scored, config, thresholds)
+    return {task: scores.get(f"{task}_macro_f1", 0.0) for task in config.tasks}
 
 
 # Candidate thresholds for tuning: fine enough to matter, coarse enough not to chase noise on rare labels.

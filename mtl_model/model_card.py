@@ -22,14 +22,15 @@ CARD_HYPERPARAMETERS = (
 @dataclass
 class CardFacts:
     """What the card says that the trainer does not know: where the encoder and the data came from, what predicted
-    the test split (`--inference_backend`), and which per-label report files this run wrote (relative to the output
-    directory)."""
+    the test split (`--inference_backend`), which per-label report files this run wrote (relative to the output
+    directory), and the hyper-parameter search its settings come from, if any."""
 
     base_model: str | None
     training_data: str
     dataset_name: str | None = None
     test_backend: str = "torch"
     report_files: list[str] = field(default_factory=list)
+    search: str | None = None
 
 
 TEST_BACKEND_NOTES = {
@@ -102,6 +103,7 @@ def build_model_card(config, metrics: dict[str, float], training_args, facts: Ca
         loss=loss_description(config),
         decoding=decoding_description(config),
         hyperparameters=hyperparameters,
+        search_note=f" (from a search: {facts.search}; its trials in `search/`)" if facts.search else "",
         versions=", ".join(f"{name} {version}" for name, version in library_versions().items()),
     )
 

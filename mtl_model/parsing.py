@@ -10,7 +10,14 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from .arguments import ARGUMENT_CLASSES, OPTION_FLAGS, DataTrainingArguments, ModelArguments, check_option_flag
+from .arguments import (
+    ARGUMENT_CLASSES,
+    OPTION_FLAGS,
+    DataTrainingArguments,
+    ModelArguments,
+    SearchArguments,
+    check_option_flag,
+)
 from .configuration_mtl import at_least, in_unit_interval
 from .errors import ArgumentError
 from .onnx_classifier import ONNX_EVAL_BATCH_SIZE
@@ -52,6 +59,7 @@ NUMERIC_RANGES = {
     "seed": at_least(0),
     "malloc_trim_steps": (lambda value: value >= 0, "0 (never) or a positive step count"),
     "ema_decay": (lambda value: 0 < value < 1, "in (0, 1)"),
+    "hpo_trials": at_least(1),
 }
 
 
@@ -63,8 +71,10 @@ def check_numeric_ranges(arguments) -> None:
             raise ArgumentError(f"--{name} must be {description}, not {value}")
 
 
-def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments, set[str]]:
-    """Flags, or a JSON/YAML file optionally followed by flags that override it, → the three argument dataclasses
+def parse_arguments(
+    argv: list[str],
+) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments, SearchArguments, set[str]]:
+    """Flags, or a JSON/YAML file optionally followed by flags that override it, → the four argument dataclasses
     and the set of keys the user gave."""
     parser = HfArgumentParser(ARGUMENT_CLASSES)
     given = given_flags(argv)
@@ -79,18 +89,18 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataTrainingArgume
         given |= set(file_values)
         argv = argv[1:]
     try:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        model_args, data_args, training_args, search_args = parser.parse_args_into_dataclasses(args=argv)
     except ArgumentError:
         raise
     except ValueError as error:  # e.g. TrainingArguments' own consistency checks
         raise ArgumentError(str(error)) from None
-    for arguments in (model_args, data_args, training_args):
+    for arguments in (model_args, data_args, training_args, search_args):
         check_choices(arguments)
         check_numeric_ranges(arguments)
     for flag, declared in OPTION_FLAGS.items():
         if not declared.metadata["flag_format"]:  # the others are checked once read (`given_options`)
             check_option_flag(flag, declared, getattr(model_args, flag))
-    return model_args, data_args, training_args, given
+    return model_args, data_args, training_args, search_args, given
 
 
 def given_flags(argv: list[str]) -> set[str]:
@@ -196,11 +206,33 @@ def check_inference_backend(model_args, training_args) -> None:
 
 def check_metric_for_best_model(training_args, names: list[str]) -> None:
     """`metric_for_best_model` must be a metric we compute (or the loss); checked before the model loads."""
-    metric = training_args.metric_for_best_model
-    if metric is None:
+    if training_args.metric_for_best_model is not None:
+        check_metric_name("--metric_for_best_model", training_args.metric_for_best_model, names)
+
+
+def check_search_arguments(search_args, training_args, given: set[str]) -> None:
+    """A search runs one process per worker (several workers share a study through --hpo_storage), needs its
+    engine installed, and its flags mean nothing without --hpo_trials: refuse before any data loads."""
+    if not search_args.hpo_trials:
+        stray = sorted(name for name in given if name.startswith("hpo_") and name != "hpo_trials")
+        if stray:
+            raise ArgumentError(f"--{stray[0]} sets up a search: add --hpo_trials N")
         return
-    bare = metric.removeprefix("eval_")
-    if bare not in names and bare != "loss":
-        raise ArgumentError(
-            f"--metric_for_best_model {metric!r} is not computed; choose one of: loss, {', '.join(names)}"
-        )
+    if training_args.world_size > 1:
+        raise ArgumentError("--hpo_trials runs its trials one process each: start several workers on one "
+                            "--hpo_storage and --hpo_study_name instead of a distributed launch")  # fmt: skip
+    if search_args.hpo_score_test and search_args.hpo_backend != "optuna":
+        raise ArgumentError("--hpo_score_test keeps each trial's test score in its Optuna study: --hpo_backend optuna")
+    engine = {"optuna": ("optuna", "search"), "ray": ("ray.tune", "ray")}[search_args.hpo_backend]
+    if importlib.util.find_spec(engine[0].split(".")[0]) is None:
+        raise ArgumentError(f'--hpo_backend {search_args.hpo_backend} needs {engine[0]}: pip install ".[{engine[1]}]"')
+
+
+def check_search_objective(objective: str, names: list[str]) -> None:
+    """`--hpo_objective` must be a metric the trials compute (or the loss), as `--metric_for_best_model`."""
+    check_metric_name("--hpo_objective", objective, names)
+
+
+def check_metric_name(flag: str, metric: str, names: list[str]) -> None:
+    if metric.removeprefix("eval_") not in [*names, "loss"]:
+        raise ArgumentError(f"{flag} {metric!r} is not computed; choose one of: loss, {', '.join(names)}")

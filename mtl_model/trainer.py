@@ -32,6 +32,12 @@ logger = logging.getLogger(__name__)
 WEIGHT_AVERAGE_NAME = "weight_average.pt"
 
 
+def libc_malloc_trim():
+    """glibc's malloc_trim among the symbols already loaded into the process (no search for the library file), or
+    None."""
+    return getattr(ctypes.CDLL(None), "malloc_trim", None) if os.name == "posix" else None
+
+
 class ReleaseFreedMemory(TrainerCallback):
     """Every `every` optimizer steps, glibc's `malloc_trim(0)`: freed heap pages go back to the system.
 
@@ -49,9 +55,15 @@ class ReleaseFreedMemory(TrainerCallback):
         every = getattr(args, "malloc_trim_steps", 0)
         if not every or args.device.type != "cpu":
             return None
-        # The symbols already loaded into the process (the C library among them); no search for the library file.
-        malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", None) if os.name == "posix" else None
+        malloc_trim = libc_malloc_trim()
         return cls(malloc_trim, every) if malloc_trim is not None else None
+
+    def __getstate__(self) -> dict:
+        # A ctypes function does not pickle, and Ray Tune pickles the whole trainer: looked up again where unpickled.
+        return {"every": self.every}
+
+    def __setstate__(self, state: dict) -> None:
+        self.malloc_trim, self.every = libc_malloc_trim(), state["every"]
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every == 0:
@@ -125,6 +137,9 @@ class MultiTaskTrainer(Trainer):
         self.card_facts: CardFacts | None = None
         self._task_loss_sum = None  # [num_tasks], summed since the last log
         self._task_loss_logged_step = 0
+        # Under a hyper-parameter search (`mtl_model.search`): what a trial's settings set, and the trial running.
+        self.trial_setup = None
+        self.current_trial = None
 
     def create_optimizer(self, model=None):
         """The Trainer's optimizer, with the task heads in their own parameter groups at `head_learning_rate`.
@@ -171,6 +186,17 @@ class MultiTaskTrainer(Trainer):
         if self.weight_average is not None:
             self.weight_average.copy_to(self.model)
         return output
+
+    def _hp_search_setup(self, trial) -> None:
+        """The Trainer's start of a search trial, which sets the trial's TrainingArguments fields; here also the
+        heads' learning rate, ours (the model options reach the model through `model_init`). A Ray trial is the dict
+        of every entry sampled, on which the Trainer would set (or warn of) each key: it gets the fields alone."""
+        if trial is not None and self.trial_setup is not None:
+            self.current_trial = trial
+            self.head_learning_rate = self.trial_setup.head_learning_rate(trial)
+            if isinstance(trial, dict):
+                trial = self.trial_setup.training_arguments(trial)
+        super()._hp_search_setup(trial)
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         super()._save_optimizer_and_scheduler(output_dir)

@@ -13,7 +13,7 @@ def test_json_config_values_get_their_field_types_and_later_flags_override(tmp_p
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"output_dir": str(tmp_path), "learning_rate": "3e-5", "do_train": True,
                                   "num_train_epochs": 2, "task_columns": "a,b", "report_to": ["none"]}))  # fmt: skip
-    model_args, data_args, training_args, given = parse_arguments([str(config), "--num_train_epochs", "5"])
+    model_args, data_args, training_args, _, given = parse_arguments([str(config), "--num_train_epochs", "5"])
     assert training_args.learning_rate == 3e-5 and isinstance(training_args.learning_rate, float)
     assert training_args.do_train is True and training_args.num_train_epochs == 5
     assert data_args.task_column_names == ["a", "b"]
@@ -24,7 +24,7 @@ def test_yaml_config_values_are_converted_as_flags_are_and_later_flags_override(
     config = tmp_path / "run.yaml"
     config.write_text("learning_rate: 1e-4\nhead_learning_rate: 3e-3\nmax_seq_length: 64\ntune_thresholds: true\n"
                       "lr_scheduler_kwargs: {power: 2.0}\nloss_type: asl\n")  # fmt: skip
-    model_args, data_args, training_args, given = parse_arguments(
+    model_args, data_args, training_args, _, given = parse_arguments(
         [str(config), "--output_dir", str(tmp_path), "--max_seq_length", "32"]
     )
     assert training_args.learning_rate == 1e-4 and model_args.head_learning_rate == 3e-3  # YAML: both strings
@@ -51,7 +51,7 @@ def test_bad_config_file_values_are_refused_by_file_or_flag(line, message, tmp_p
 
 
 def test_early_stopping_defaults_to_epoch_evaluation_and_overall_macro_f1(tmp_path):
-    _, data_args, training_args, given = parse_arguments(
+    _, data_args, training_args, _, given = parse_arguments(
         ["--output_dir", str(tmp_path), "--early_stopping_patience", "2"]
     )
     resolved = resolve_early_stopping(training_args, data_args, given)
@@ -62,7 +62,7 @@ def test_early_stopping_defaults_to_epoch_evaluation_and_overall_macro_f1(tmp_pa
 
 def test_an_explicit_metric_for_best_model_is_kept(tmp_path):
     argv = ["--output_dir", str(tmp_path), "--early_stopping_patience", "1", "--metric_for_best_model", "eval_loss"]
-    _, data_args, training_args, given = parse_arguments(argv)
+    _, data_args, training_args, _, given = parse_arguments(argv)
     resolved = resolve_early_stopping(training_args, data_args, given)
     assert resolved.metric_for_best_model == "eval_loss" and resolved.greater_is_better is False
 
@@ -116,7 +116,7 @@ def test_every_range_checked_flag_exists():
 
 @pytest.mark.skipif(torch.accelerator.is_available(), reason="pinned memory is for machines with an accelerator")
 def test_memory_is_not_pinned_without_an_accelerator(tmp_path):
-    _, _, training_args, _ = parse_arguments(["--output_dir", str(tmp_path)])
+    _, _, training_args, _, _ = parse_arguments(["--output_dir", str(tmp_path)])
     assert training_args.dataloader_pin_memory is False and training_args.malloc_trim_steps == 10
 
 
@@ -129,7 +129,9 @@ def test_onnx_runtime_predicts_in_its_own_batch_size_unless_one_is_given(tmp_pat
     from mtl_model.onnx_classifier import ONNX_EVAL_BATCH_SIZE
     from mtl_model.parsing import onnx_batch_size
 
-    _, _, training_args, given = parse_arguments(["--output_dir", str(tmp_path)])
+    _, _, training_args, _, given = parse_arguments(["--output_dir", str(tmp_path)])
     assert onnx_batch_size(training_args, given) == ONNX_EVAL_BATCH_SIZE != training_args.per_device_eval_batch_size
-    _, _, training_args, given = parse_arguments(["--output_dir", str(tmp_path), "--per_device_eval_batch_size", "8"])
+    _, _, training_args, _, given = parse_arguments(
+        ["--output_dir", str(tmp_path), "--per_device_eval_batch_size", "8"]
+    )
     assert onnx_batch_size(training_args, given) == 8

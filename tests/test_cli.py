@@ -340,7 +340,7 @@ def run_expecting_error(capsys, tiny_bert_dir, tmp_path, args, *fragments):
         (["--dataset_name", "some/dataset"], "exclude each other"),
         (["--early_stopping_patience", "2", "--eval_strategy", "no"], "--eval_strategy must not be 'no'"),
         (["--metric_for_best_model", "eval_mood_f2", "--eval_strategy", "epoch"], "'eval_mood_f2' is not computed"),
-        (["--do_predict"], "--do_predict needs test data"),
+        (["--do_predict"], "--do_predict and --hpo_score_test need test data"),
         (["--task_weights", "mood=heavy"], "'mood=heavy' is not a number or 'task=number'"),
         (["--label_correlation_weight", "mod=0.2"], "--label_correlation_weight names unknown tasks ['mod']"),
         (["--at_least_one_label", "mood,topc"], "--at_least_one_label names unknown tasks ['topc']"),

@@ -205,7 +205,7 @@ def labels_file(tmp_path, moods):
 
 def prepare_data(flags: list[str], tokenizer_dir, tmp_path) -> None:
     """The CLI's data steps, up to the encoded splits the Trainer would get."""
-    _, data_args, _, _ = parse_arguments([*flags, "--output_dir", str(tmp_path / "out")])
+    _, data_args, _, _, _ = parse_arguments([*flags, "--output_dir", str(tmp_path / "out")])
     files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
     raw, where = load_raw_splits(files, cache_dir=str(tmp_path / "cache"))
     tasks, sources = resolve_tasks(raw, where, data_args)

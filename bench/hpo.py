@@ -1,0 +1,204 @@
+#!/usr/bin/env python
+"""Hyper-parameter search (`--hpo_trials`) against the README's settings, at the same compute per run: on a dataset
+the recipe was never tuned on (XED's English subtitles, 8 emotions) and on the one it was (GoEmotions, its first
+10,000 training rows).
+
+For each dataset, runs of the CLI in bench/runs/hpo-<dataset>/ (a finished run is not repeated):
+    readme-seed<S>     the example config as it is (the settings found by hand on GoEmotions), one epoch
+    search             one Optuna study of --trials trials (TPE, the default pruner), each trained one epoch on the
+                       training split and scored four times on the validation split by the default objective
+                       (cross-fitted macro-F1); the default search space without num_train_epochs, so that a trial
+                       costs what a README run costs. Every trial is also scored on the test split
+                       (--hpo_score_test), never to choose: how well does the objective rank the trials?
+    searched-seed<S>   the search's best_config.yaml as it is, trained like a README run
+
+Then bench/results/hpo.json: test macro- and micro-F1 (thresholds tuned on validation) of both per seed and their
+mean, the search's trials, time, best settings, Spearman's rank correlation of the objective with the trials'
+test macro-F1, and the worker's peak RSS after its first and its last trial.
+
+With --compare_pruners, instead: one search per pruner (none, median, hyperband; TPE with the same seed) on the
+first --max_train_samples training rows, each one's trials, time, best objective and its trial's test macro-F1.
+With --memory: the worker's peak RSS after each of --trials trials that differ only in classifier dropout.
+
+    python examples/xed/build_dataset.py --source XED/AnnotatedData/en-annotated.tsv --output_dir data/xed
+    python bench/hpo.py --dataset xed --trials 10      # about 40 minutes on 2 cores
+    python bench/hpo.py --dataset goemotions --trials 10
+    python bench/hpo.py --dataset xed --trials 12 --compare_pruners --max_train_samples 4000
+    python bench/hpo.py --dataset xed --trials 10 --memory --max_train_samples 2000
+"""
+
+import argparse
+import statistics
+import subprocess
+from pathlib import Path
+
+import yaml
+from harness import (
+    CONFIG,
+    REPO,
+    RESULTS,
+    TASKS,
+    cli_command,
+    f1_scores,
+    read_json,
+    run_cli,
+    run_directory,
+    write_results,
+)
+
+from mtl_model.search import STUDY_FILE, search_directory
+from mtl_model.search_report import FINISHED, objective_test_correlation, optuna_trial_rows
+
+DATASETS = {
+    "xed": (REPO / "examples" / "xed" / "config.yaml", ["emotion"], []),
+    "goemotions": (CONFIG, TASKS, ["--max_train_samples", "10000"]),
+}
+SEEDS = (42, 1)
+PRUNERS = ("none", "median", "hyperband")
+SEARCH = ["--eval_strategy", "steps", "--eval_steps", "0.25", "--hpo_score_test", "--do_train", "false"]
+RESULTS_FILE = RESULTS / "hpo.json"
+
+
+def one_epoch_space(path: Path) -> Path:
+    """The default search space without num_train_epochs (every run trains the config's one epoch), at `path`."""
+    from importlib import resources
+
+    space = yaml.safe_load(resources.files("mtl_model").joinpath("templates", "search_space.yaml").read_text())
+    del space["num_train_epochs"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    return path
+
+
+def test_scores(results: dict, tasks: list[str]) -> dict:
+    """Test macro- and micro-F1 of a run, the mean over its tasks."""
+    scores = f1_scores(results, tasks)
+    return {average: round(statistics.mean(scores[task][f"test_{average}_f1"] for task in tasks), 4)
+            for average in ("macro", "micro")}  # fmt: skip
+
+
+def bench_command(dataset: str, trials: int, *options) -> str:
+    return " ".join(map(str, ["python bench/hpo.py --dataset", dataset, "--trials", trials, *options]))
+
+
+def load_study(directory: Path):
+    """The Optuna study of a search run in `directory` (its default SQLite storage and study name)."""
+    import optuna
+
+    return optuna.load_study(study_name="mtl-search", storage=f"sqlite:///{search_directory(directory) / STUDY_FILE}")
+
+
+def search_facts(directory: Path) -> dict:
+    study = load_study(directory)
+    rows = optuna_trial_rows(study)
+    count, rho = objective_test_correlation(rows)
+    finished = [row for row in rows if row.state in FINISHED]
+    return {
+        "trials": {state: sum(row.state == state for row in rows) for state in sorted({row.state for row in rows})},
+        "seconds": round(sum(row.seconds or 0 for row in rows)),
+        "best_trial": study.best_trial.number,
+        "best_objective": round(study.best_value, 4),
+        "best_settings": study.best_params,
+        "spearman_objective_vs_test_macro_f1": {"completed_trials": count, "rho": round(rho, 3)},
+        "peak_rss_mib": {"after_first_trial": finished[0].peak_rss_mib, "after_last_trial": finished[-1].peak_rss_mib},
+        "trials_objective_and_test": [(row.number, row.state, row.objective, row.test_score) for row in rows],
+    }
+
+
+def run_search(directory: Path, config: Path, *options) -> dict:
+    """A search alone (no retraining) in `directory`, its facts (`search_facts`). A search saves no results file for
+    run_cli to find: it is run again, and its study finds the trials done and runs none."""
+    space = one_epoch_space(directory.parent / "space.yaml")
+    command = cli_command(config, *options, *SEARCH, "--hpo_space", space, "--output_dir", directory)
+    subprocess.run(command, check=True, cwd=REPO)
+    return search_facts(directory)
+
+
+def compare_with_readme(dataset: str, trials: int) -> dict:
+    """The README's settings and the searched ones, each trained over SEEDS; the search's facts."""
+    config, tasks, extra = DATASETS[dataset]
+    group = f"hpo-{dataset}"
+    readme = {seed: run_cli(run_directory(group, "readme", seed), config, *extra, "--seed", seed) for seed in SEEDS}
+    search_dir = run_directory(group, "search")
+    facts = run_search(search_dir, config, *extra, "--hpo_trials", trials)
+    best_config = search_directory(search_dir) / "best_config.yaml"
+    searched = {seed: run_cli(run_directory(group, "searched", seed), best_config, "--seed", seed) for seed in SEEDS}
+    runs = {"readme": readme, "searched": searched}
+    by_seed = {name: {seed: test_scores(results[seed], tasks) for seed in SEEDS} for name, results in runs.items()}
+    return {
+        "test_f1_by_seed": by_seed,
+        "test_f1_mean": {
+            name: {
+                average: round(statistics.mean(scores[seed][average] for seed in SEEDS), 4)
+                for average in ("macro", "micro")
+            }
+            for name, scores in by_seed.items()
+        },  # fmt: skip
+        "train_runtime_s": {
+            name: [round(results[seed]["train_runtime"]) for seed in SEEDS] for name, results in runs.items()
+        },  # fmt: skip
+        "search": facts,
+        "command": bench_command(dataset, trials),
+    }
+
+
+def compare_pruners(dataset: str, trials: int, train_rows: int) -> dict:
+    """One search per pruner, the same seed (so TPE starts from the same settings) on the first `train_rows`
+    training rows: what each finds, and in what time."""
+    config, _, _ = DATASETS[dataset]
+    compared = {}
+    for pruner in PRUNERS:
+        directory = run_directory(f"hpo-{dataset}", f"pruner-{pruner}-rows{train_rows}")
+        facts = run_search(directory, config, "--max_train_samples", train_rows, "--hpo_trials", trials,
+                           "--hpo_pruner", pruner)  # fmt: skip
+        best = facts["best_trial"]
+        compared[pruner] = {
+            **{key: facts[key] for key in ("trials", "seconds", "best_trial", "best_objective")},
+            "best_trial_test_macro_f1": next(
+                test for number, _, _, test in facts["trials_objective_and_test"] if number == str(best)
+            ),  # fmt: skip
+            "spearman_objective_vs_test_macro_f1": facts["spearman_objective_vs_test_macro_f1"],
+        }
+    compared["command"] = bench_command(dataset, trials, "--compare_pruners", "--max_train_samples", train_rows)
+    return compared
+
+
+def memory_over_trials(dataset: str, trials: int, train_rows: int) -> dict:
+    """The worker's peak RSS after each trial of one search whose trials differ only in classifier dropout (the
+    same batch size and sequence lengths in every trial): a peak that rises from trial to trial is memory kept."""
+    config, _, _ = DATASETS[dataset]
+    directory = run_directory(f"hpo-{dataset}", f"memory-rows{train_rows}")
+    space = directory.parent / "memory_space.yaml"
+    space.write_text(yaml.safe_dump({"classifier_dropout": {"type": "float", "low": 0.0, "high": 0.3}}))
+    command = cli_command(config, "--max_train_samples", train_rows, "--hpo_trials", trials, "--hpo_space", space,
+                          "--hpo_pruner", "none", "--do_train", "false", "--output_dir", directory)  # fmt: skip
+    subprocess.run(command, check=True, cwd=REPO)
+    rows = optuna_trial_rows(load_study(directory))
+    return {
+        "peak_rss_mib_after_each_trial": [row.peak_rss_mib for row in rows],
+        "command": bench_command(dataset, trials, "--memory", "--max_train_samples", train_rows),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=DATASETS, required=True)
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--compare_pruners", action="store_true", help="One search per pruner instead.")
+    parser.add_argument("--memory", action="store_true", help="Peak RSS over trials of the same settings instead.")
+    parser.add_argument("--max_train_samples", type=int, default=4000, help="With --compare_pruners or --memory.")
+    args = parser.parse_args()
+
+    if args.compare_pruners:
+        key, result = f"{args.dataset}_pruners", compare_pruners(args.dataset, args.trials, args.max_train_samples)
+    elif args.memory:
+        key, result = f"{args.dataset}_memory", memory_over_trials(args.dataset, args.trials, args.max_train_samples)
+    else:
+        key, result = args.dataset, compare_with_readme(args.dataset, args.trials)
+    # Re-read: another comparison may have written its part meanwhile.
+    report = {**(read_json(RESULTS_FILE) if RESULTS_FILE.exists() else {}), key: result}
+    print(yaml.safe_dump(write_results(RESULTS_FILE, report)[key], sort_keys=False))
+
+
+if __name__ == "__main__":
+    main()
