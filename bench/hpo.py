@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Hyper-parameter search (`--hpo_trials`) against the README's settings, at the same compute per run: on a dataset
 the recipe was never tuned on (XED's English subtitles, 8 emotions) and on the one it was (GoEmotions, its first
-10,000 training rows).
+5,000 training rows).
 
 For each dataset, runs of the CLI in bench/runs/hpo-<dataset>/ (a finished run is not repeated):
     readme-seed<S>     the example config as it is (the settings found by hand on GoEmotions), one epoch
@@ -10,7 +10,9 @@ For each dataset, runs of the CLI in bench/runs/hpo-<dataset>/ (a finished run i
                        (cross-fitted macro-F1); the default search space without num_train_epochs, so that a trial
                        costs what a README run costs. Every trial is also scored on the test split
                        (--hpo_score_test), never to choose: how well does the objective rank the trials?
-    searched-seed<S>   the search's best_config.yaml as it is, trained like a README run
+    searched-<N>trials-seed<S>
+                       the best_config.yaml of the search at N trials as it is, trained like a README run (a study
+                       grown later by a larger --trials resumes, runs only the new trials, and may find another best)
 
 Then bench/results/hpo.json: test macro- and micro-F1 (thresholds tuned on validation) of both per seed and their
 mean, the search's trials, time, best settings, Spearman's rank correlation of the objective with the trials'
@@ -22,7 +24,7 @@ With --memory: the worker's peak RSS after each of --trials trials that differ o
 
     python examples/xed/build_dataset.py --source XED/AnnotatedData/en-annotated.tsv --output_dir data/xed
     python bench/hpo.py --dataset xed --trials 10      # about 40 minutes on 2 cores
-    python bench/hpo.py --dataset goemotions --trials 10
+    python bench/hpo.py --dataset goemotions --trials 8
     python bench/hpo.py --dataset xed --trials 12 --compare_pruners --max_train_samples 4000
     python bench/hpo.py --dataset xed --trials 10 --memory --max_train_samples 2000
 """
@@ -51,7 +53,7 @@ from mtl_model.search_report import FINISHED, objective_test_correlation, optuna
 
 DATASETS = {
     "xed": (REPO / "examples" / "xed" / "config.yaml", ["emotion"], []),
-    "goemotions": (CONFIG, TASKS, ["--max_train_samples", "10000"]),
+    "goemotions": (CONFIG, TASKS, ["--max_train_samples", "5000"]),
 }
 SEEDS = (42, 1)
 PRUNERS = ("none", "median", "hyperband")
@@ -122,7 +124,9 @@ def compare_with_readme(dataset: str, trials: int) -> dict:
     search_dir = run_directory(group, "search")
     facts = run_search(search_dir, config, *extra, "--hpo_trials", trials)
     best_config = search_directory(search_dir) / "best_config.yaml"
-    searched = {seed: run_cli(run_directory(group, "searched", seed), best_config, "--seed", seed) for seed in SEEDS}
+    # A study grown by a later, larger --trials may have another best: its runs are its own.
+    searched = {seed: run_cli(run_directory(group, f"searched-{trials}trials", seed), best_config, "--seed", seed)
+                for seed in SEEDS}  # fmt: skip
     runs = {"readme": readme, "searched": searched}
     by_seed = {name: {seed: test_scores(results[seed], tasks) for seed in SEEDS} for name, results in runs.items()}
     return {
@@ -194,7 +198,7 @@ def main() -> None:
     elif args.memory:
         key, result = f"{args.dataset}_memory", memory_over_trials(args.dataset, args.trials, args.max_train_samples)
     else:
-        key, result = args.dataset, compare_with_readme(args.dataset, args.trials)
+        key, result = f"{args.dataset}_{args.trials}trials", compare_with_readme(args.dataset, args.trials)
     # Re-read: another comparison may have written its part meanwhile.
     report = {**(read_json(RESULTS_FILE) if RESULTS_FILE.exists() else {}), key: result}
     print(yaml.safe_dump(write_results(RESULTS_FILE, report)[key], sort_keys=False))
