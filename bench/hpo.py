@@ -24,7 +24,7 @@ With --memory: the worker's peak RSS after each of --trials trials that differ o
 
     python examples/xed/build_dataset.py --source XED/AnnotatedData/en-annotated.tsv --output_dir data/xed
     python bench/hpo.py --dataset xed --trials 10      # about 40 minutes on 2 cores
-    python bench/hpo.py --dataset goemotions --trials 8
+    python bench/hpo.py --dataset goemotions --trials 6
     python bench/hpo.py --dataset xed --trials 12 --compare_pruners --max_train_samples 4000
     python bench/hpo.py --dataset xed --trials 10 --memory --max_train_samples 2000
 """
