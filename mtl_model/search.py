@@ -151,7 +151,7 @@ def run_search(
     setup = TrialSetup.of(space, training_args, head_learning_rate)
     trainer = make_trainer(trial_arguments(training_args, directory), setup)
     search = dict(
-        hp_space=trainer.trial_setup.training_arguments if search_args.hpo_backend == "optuna" else None,
+        hp_space=setup.training_arguments if search_args.hpo_backend == "optuna" else None,
         compute_objective=lambda metrics: metrics[f"eval_{objective}"],
         direction=direction_of(objective),
     )
@@ -198,7 +198,8 @@ class StudyQueueEmpty(Exception):
     """Every trial of the study is taken: nothing for this worker to start."""
 
 
-def run_optuna_search(trainer, search_args, url: str, search: dict) -> SearchResult:
+def run_optuna_search(trainer, search_args, url: str, search: dict) -> tuple[SearchResult, list, object]:
+    """The search through Optuna: its result, its trials' rows and the study."""
     import optuna
 
     name, wanted = search_args.hpo_study_name, search_args.hpo_trials
