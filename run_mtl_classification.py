@@ -45,7 +45,7 @@ from mtl_model.parsing import (
 from mtl_model.report import write_evaluation_report, write_predictions
 from mtl_model.search import TestScoring, run_search
 from mtl_model.search_report import given_values
-from mtl_model.search_space import read_search_space, with_settings
+from mtl_model.search_space import command_line_values, read_search_space, with_settings
 from mtl_model.trainer import MultiTaskTrainer
 
 logger = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ def main(argv: list[str]) -> None:
     if space:
         search = run_search(
             search_args, training_args, space, model_args.head_learning_rate,
+            command_line_values(space, model_args, training_args, tasks),
             lambda args, setup: search_trainer(args, setup, model_args, data_args, given, tasks, encoded, tokenizer),
             given_values(given, model_args, data_args, training_args),
             test_scoring(search_args, data_args, encoded),

@@ -25,7 +25,7 @@ from transformers import TrainerCallback
 from .errors import ArgumentError
 from .metrics import task_macro_f1_at_tuned_thresholds
 from .search_report import FINISHED, TEST_SCORE, SearchResult, optuna_trial_rows, ray_trial_rows, write_search_report
-from .search_space import TRAINING_FIELDS, SearchSpace
+from .search_space import KEEPS_COMMAND_LINE, TRAINING_FIELDS, SearchSpace
 
 logger = logging.getLogger(__name__)
 
@@ -137,14 +137,17 @@ def run_search(
     training_args,
     space: SearchSpace,
     head_learning_rate: float | None,
+    command_line: dict,
     make_trainer: Callable,
     given: dict,
     test_scoring: TestScoring | None = None,
 ) -> SearchResult:
-    """Run the search and write its report; `make_trainer(args, setup)` builds a `MultiTaskTrainer` with a
-    `model_init` that builds the model of a trial's settings, and `setup` as its `trial_setup`. `given`: the
-    arguments the user gave, for best_config.yaml (`search_report.given_values`); `test_scoring`: each trial scored
-    on the test split too (`--hpo_score_test`, Optuna only)."""
+    """Run the search and write its report; the study's first trial runs the command line's own settings
+    (`command_line`: the value of each flag of the space, `search_space.command_line_values`). `make_trainer(args,
+    setup)` builds a `MultiTaskTrainer` with a `model_init` that builds the model of a trial's settings, and `setup`
+    as its `trial_setup`. `given`: the arguments the user gave, for best_config.yaml
+    (`search_report.given_values`); `test_scoring`: each trial scored on the test split too (`--hpo_score_test`,
+    Optuna only)."""
     directory = search_directory(training_args.output_dir)
     directory.mkdir(parents=True, exist_ok=True)
     objective = search_args.hpo_objective.removeprefix("eval_")
@@ -155,12 +158,13 @@ def run_search(
         compute_objective=lambda metrics: metrics[f"eval_{objective}"],
         direction=direction_of(objective),
     )
+    first_trial = space.command_line_trial(command_line)
     if search_args.hpo_backend == "ray":
-        (result, rows), study = run_ray_search(trainer, search_args, space, directory, search), None
+        (result, rows), study = run_ray_search(trainer, search_args, space, first_trial, directory, search), None
     else:
         url = storage_url(search_args, training_args.output_dir)
         trainer.add_callback(RecordTrialFacts(trainer, test_scoring))
-        result, rows, study = run_optuna_search(trainer, search_args, url, search)
+        result, rows, study = run_optuna_search(trainer, search_args, url, search, first_trial)
     write_search_report(directory, rows, result, given, study)
     logger.info("Search done: %s", result.description)
     return result
@@ -198,8 +202,9 @@ class StudyQueueEmpty(Exception):
     """Every trial of the study is taken: nothing for this worker to start."""
 
 
-def run_optuna_search(trainer, search_args, url: str, search: dict) -> tuple[SearchResult, list, object]:
-    """The search through Optuna: its result, its trials' rows and the study."""
+def run_optuna_search(trainer, search_args, url: str, search: dict, first_trial: dict) -> tuple:
+    """The search through Optuna, `first_trial` (`SearchSpace.command_line_trial`) first in a new study: the
+    result, the trials' rows and the study."""
     import optuna
 
     name, wanted = search_args.hpo_study_name, search_args.hpo_trials
@@ -209,7 +214,7 @@ def run_optuna_search(trainer, search_args, url: str, search: dict) -> tuple[Sea
         study = optuna.create_study(storage=storage, study_name=name, direction=search["direction"],
                                     load_if_exists=True)  # fmt: skip
         check_study_objective(study, search_args.hpo_objective)
-        top_up_queue(study, wanted)
+        top_up_queue(study, wanted, first_trial)
         worker = join_study(study)
     # Each worker its own seed: workers of one seed would sample the same settings side by side.
     sampler = optuna.samplers.TPESampler(seed=trainer.args.seed + worker)
@@ -269,10 +274,17 @@ def join_study(study) -> int:
     return joined
 
 
-def top_up_queue(study, wanted: int) -> None:
+def top_up_queue(study, wanted: int, first_trial: dict) -> None:
     """Queue trials until the study holds `wanted` trials that are finished, running or queued (a failed one is
-    replaced). Called under `study_lock`: two workers starting at once must not both top it up."""
+    replaced), a new study's first being `first_trial`: its values fixed, its None entries kept at the command
+    line's (a user attribute: Optuna fixes no None). Called under `study_lock`: two workers starting at once must
+    not both top it up."""
     counts = state_counts(study)
+    if not counts and wanted:
+        fixed = {name: value for name, value in first_trial.items() if value is not None}
+        kept = [name for name, value in first_trial.items() if value is None]
+        study.enqueue_trial(fixed, user_attrs={KEEPS_COMMAND_LINE: kept})
+        counts["WAITING"] = 1
     for _ in range(wanted - sum(counts.get(state, 0) for state in (*FINISHED, "RUNNING", "WAITING"))):
         study.enqueue_trial({})  # no fixed parameter: the sampler suggests them all when the trial starts
 
@@ -337,17 +349,25 @@ def log_progress(study, wanted: int, seconds: float) -> None:
 # Ray Tune
 
 
-def run_ray_search(trainer, search_args, space: SearchSpace, directory: Path, search: dict) -> tuple:
-    """Through the Trainer's Ray Tune integration, ASHA scheduling the trials; Ray resumes an interrupted search of
-    the same name in the same directory. Across machines: `ray start` as Ray documents, then this command with
-    RAY_ADDRESS set."""
+def run_ray_search(
+    trainer, search_args, space: SearchSpace, first_trial: dict, directory: Path, search: dict
+) -> tuple:
+    """Through the Trainer's Ray Tune integration, ASHA scheduling the trials, `first_trial` the first (its None
+    entries kept at the command line's value, `SearchSpace.settings`); Ray resumes an interrupted search of the same
+    name in the same directory. Across machines: `ray start` as Ray documents, then this command with RAY_ADDRESS
+    set."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
 
     if trainer.args.eval_strategy == "no":
         raise ArgumentError("--hpo_backend ray schedules trials by their evaluations: give --eval_strategy steps "
                             "or epoch")  # fmt: skip
     mode = search["direction"][:3]
+    # Ray warns that a point's value differs from a constant of the space: KEEPS_COMMAND_LINE does so by design.
+    logging.getLogger("ray.tune.search.variant_generator").addFilter(
+        lambda record: KEEPS_COMMAND_LINE not in record.getMessage()
+    )
     # Ray Tune runs each trial in a directory of its own; paths given relative to this one must still hold there.
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     storage = directory.resolve() / "ray"
@@ -358,6 +378,7 @@ def run_ray_search(trainer, search_args, space: SearchSpace, directory: Path, se
         direction=search["direction"],
         n_trials=search_args.hpo_trials,
         scheduler=ASHAScheduler(metric="objective", mode=mode),
+        search_alg=BasicVariantGenerator(points_to_evaluate=[space.ray_point(first_trial)]),
         storage_path=str(storage),
         name=search_args.hpo_study_name,
         resume="AUTO" if any((storage / search_args.hpo_study_name).glob("experiment_state-*.json")) else False,

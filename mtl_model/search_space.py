@@ -21,6 +21,9 @@ from .parsing import NUMERIC_RANGES
 DEFAULT_SPACE = "search_space.yaml"
 KINDS = ("float", "int", "categorical")
 ENTRY_KEYS = {"type", "low", "high", "log", "step", "choices", "when"}
+# The entries a trial does not sample but keeps at the command line's value (the command line's own trial,
+# `SearchSpace.command_line_trial`): an Optuna trial's user attribute, a Ray trial's config entry.
+KEEPS_COMMAND_LINE = "keeps_command_line"
 
 # What a trial may set: the TrainingArguments fields (the Trainer sets them on its args), the model options of
 # training (they reach the model through model_init), and three flags of ours that shape training. Not the
@@ -52,6 +55,17 @@ class SearchEntry:
 
     def applies(self, settings: dict) -> bool:
         return all(settings.get(name) in values for name, values in self.when.items())
+
+    def samples(self, value) -> bool:
+        """Whether `value` is one this entry could sample: a choice listed, or a number in range (on its grid)."""
+        if self.kind == "categorical":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, int | float) or not self.low <= value <= self.high:
+            return False
+        if self.kind == "int" and value != int(value):
+            return False
+        step = self.step or (1 if self.kind == "int" else None)
+        return step is None or abs((value - self.low) / step - round((value - self.low) / step)) < 1e-9
 
     def suggest(self, trial):
         """The value an Optuna trial suggests (the same one again if asked twice: Optuna keeps it by name)."""
@@ -88,15 +102,47 @@ class SearchSpace:
 
     def settings(self, trial) -> dict:
         """A trial's settings, flag → value: of an Optuna trial, suggested in file order; of a Ray trial (the dict
-        of every entry's sample), the entries that apply."""
+        of every entry's sample), the entries that apply. An entry the trial keeps at the command line's value
+        (`kept_entries`) is left out, as one that does not apply."""
         settings = {}
+        kept = kept_entries(trial)
         for entry in self.entries:
-            if entry.applies(settings):
+            if entry.applies(settings) and entry.name not in kept:
                 settings[entry.name] = trial[entry.name] if isinstance(trial, dict) else entry.suggest(trial)
         return settings
 
+    def command_line_trial(self, values: dict) -> dict:
+        """The command line's own settings as a trial of this space, the study's first, so that a search never ends
+        below where it started: each entry that applies (in file order) takes the command line's value in `values`
+        (flag → value), or None, kept unsampled at that value, where the entry could not sample it: None itself
+        (off, or the encoder's own), one number per task that differ, a number out of range, a choice not listed.
+        """
+        trial = {}
+        for entry in self.entries:
+            if entry.applies(trial):
+                value = values[entry.name]
+                trial[entry.name] = value if entry.samples(value) else None
+        return trial
+
     def ray_space(self) -> dict:
-        return {entry.name: entry.ray_domain() for entry in self.entries}
+        """Every entry's Ray Tune domain, and KEEPS_COMMAND_LINE: none kept (the command line's trial sets it)."""
+        return {**{entry.name: entry.ray_domain() for entry in self.entries}, KEEPS_COMMAND_LINE: ""}
+
+    @staticmethod
+    def ray_point(trial: dict) -> dict:
+        """A trial of `command_line_trial` as a point for Ray Tune to evaluate: its values, and the names of its
+        None entries under KEEPS_COMMAND_LINE (Ray takes no None for a number's domain; the kept entries' samples
+        are left out of the trial's settings)."""
+        kept = ",".join(name for name, value in trial.items() if value is None)
+        return {**{name: value for name, value in trial.items() if value is not None}, KEEPS_COMMAND_LINE: kept}
+
+
+def kept_entries(trial) -> set[str]:
+    """The entries a trial keeps at the command line's value: an Optuna trial's user attribute (a list), a Ray
+    trial's config entry (names joined by commas)."""
+    if isinstance(trial, dict):
+        return set(filter(None, trial.get(KEEPS_COMMAND_LINE, "").split(",")))
+    return set(trial.user_attrs.get(KEEPS_COMMAND_LINE, ()))
 
 
 def read_search_space(path: str | None, tasks: dict[str, list[str]]) -> SearchSpace:
@@ -207,6 +253,21 @@ def check_value(where: str, name: str, value, tasks: dict[str, list[str]]) -> No
         allowed, description = NUMERIC_RANGES[name]
         if not allowed(value):
             raise ArgumentError(f"{where}: --{name} must be {description}, not {value}")
+
+
+def command_line_values(space: SearchSpace, model_args, training_args, tasks: dict[str, list[str]]) -> dict:
+    """The command line's value of each flag of the space, as an entry samples it: a per-task model option ('0.2',
+    'a=0.2,b=0.2') as its one number when every task has it, else the mapping (a task not named has none)."""
+    values = {}
+    for name in space.names:
+        value = getattr(training_args if name in TRAINING_FIELDS else model_args, name)
+        flag_format = OPTION_FLAGS[name].metadata["flag_format"] if name in OPTION_FLAGS else None
+        if flag_format == "per_task_numbers" and value is not None:
+            per_task = read_flag(name, flag_format, value, tasks)
+            same_for_all = per_task.keys() == tasks.keys() and len(set(per_task.values())) == 1
+            value = next(iter(per_task.values())) if same_for_all else per_task
+        values[name] = value
+    return values
 
 
 def as_flag(value, flag_format: str | None):

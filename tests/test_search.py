@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from helpers import base_args, list_records, random_case, write_jsonl
 from mtl_model.decoding import per_label_vector
 from mtl_model.errors import ArgumentError
 from mtl_model.metrics import cross_fitted_macro_f1, multitask_metrics, tune_thresholds
-from mtl_model.search_space import read_search_space
+from mtl_model.search_space import KEEPS_COMMAND_LINE, command_line_values, read_search_space
 from run_mtl_classification import cli
 
 TASKS = {"mood": ["angry", "happy", "sad"], "topic": ["day", "movie"]}
@@ -112,6 +113,53 @@ def test_default_space_reads_and_samples_conditionally():
         assert 2e-5 <= settings["learning_rate"] <= 3e-4
 
 
+def test_command_line_trial_fixes_what_the_space_can_sample_and_keeps_the_rest(tmp_path):
+    space = read_search_space(write_space(tmp_path, {
+        **SPACE, "per_device_train_batch_size": {"type": "categorical", "choices": [4, 8]},
+        "warmup_steps": {"type": "float", "low": 0.0, "high": 0.2, "step": 0.05},
+    }), TASKS)  # fmt: skip
+    model_args = SimpleNamespace(loss_type="focal", focal_gamma=5.0, classifier_dropout=None, head_learning_rate=3e-3,
+                                 label_correlation_weight="mood=0.1,topic=0.1")  # fmt: skip
+    training_args = SimpleNamespace(learning_rate=1e-3, per_device_train_batch_size=16, warmup_steps=0.1)
+    values = command_line_values(space, model_args, training_args, TASKS)
+    assert values["label_correlation_weight"] == 0.1  # every task the same: one number
+    assert space.command_line_trial(values) == {
+        "learning_rate": 1e-3, "loss_type": "focal", "head_learning_rate": 3e-3, "warmup_steps": 0.1,
+        "label_correlation_weight": 0.1,
+        "focal_gamma": None,  # out of range: kept
+        "classifier_dropout": None,  # the encoder's own: kept
+        "per_device_train_batch_size": None,  # not among the choices: kept
+    }  # fmt: skip
+    model_args.label_correlation_weight = "mood=0.1"  # topic has none: not one number
+    off_grid = SimpleNamespace(learning_rate=1e-3, per_device_train_batch_size=8, warmup_steps=0.12)
+    trial = space.command_line_trial(command_line_values(space, model_args, off_grid, TASKS))
+    assert trial["label_correlation_weight"] is None and trial["warmup_steps"] is None
+    assert trial["per_device_train_batch_size"] == 8
+    model_args.loss_type = "asl"  # not among the choices: focal_gamma, conditional on it, does not apply
+    assert "focal_gamma" not in space.command_line_trial(command_line_values(space, model_args, off_grid, TASKS))
+
+
+def test_the_first_trial_runs_the_command_lines_settings(tiny_bert_dir, tmp_path, search_data):
+    import optuna
+
+    files, space = search_data
+    output_dir = tmp_path / "out"
+    given = ("--loss_type", "focal", "--focal_gamma", "5", "--label_correlation_weight", "mood=0.1,topic=0.2")
+    assert cli(search_args(tiny_bert_dir, output_dir, files, space, 2, *given)) == 0
+    first, second = read_trials(output_dir)
+    assert float(first["learning_rate"]) == 1e-3 and float(first["head_learning_rate"]) == 3e-3
+    assert first["loss_type"] == "focal"
+    # Values the space cannot sample (out of range, per task, the encoder's own) stay as the command line gave them.
+    assert [first.get(name, "") for name in ("focal_gamma", "label_correlation_weight", "classifier_dropout")] == [
+        ""
+    ] * 3
+    assert second["classifier_dropout"] != "" and second["learning_rate"] != first["learning_rate"]
+    study = optuna.load_study(study_name="mtl-search", storage=f"sqlite:///{output_dir / 'search' / 'study.db'}")
+    assert study.trials[0].user_attrs[KEEPS_COMMAND_LINE] == ["focal_gamma", "classifier_dropout",
+                                                              "label_correlation_weight"]  # fmt: skip
+    assert KEEPS_COMMAND_LINE not in study.trials[1].user_attrs
+
+
 def test_bad_search_flags_exit_2_before_training(tiny_bert_dir, tmp_path, search_data, capsys):
     files, space = search_data
     assert cli([*base_args(tiny_bert_dir, tmp_path / "a", "--train_file", str(files["train"]), "--task_columns",
@@ -201,6 +249,8 @@ def test_search_then_train_the_best_settings(tiny_bert_dir, tmp_path, search_dat
     files, space = search_data
     output_dir = tmp_path / "out"
     extra = ["--test_file", str(files["test"]), "--do_train", "--do_predict", "--tune_thresholds"]
+    # Values the space samples, so that the command line's own trial, if best, sets them too.
+    extra += ["--classifier_dropout", "0.2", "--label_correlation_weight", "0.1"]
     assert cli(search_args(tiny_bert_dir, output_dir, files, space, 2, *extra)) == 0
     best = yaml.safe_load((output_dir / "search" / "best_config.yaml").read_text())
     config = json.loads((output_dir / "config.json").read_text())
@@ -247,6 +297,13 @@ def sqlite_states(path) -> list[str]:
             return []
 
 
+def running_trial_is_training(path) -> bool:
+    """Whether a trial is RUNNING with its parameters set: it is past its setup, training."""
+    query = "SELECT COUNT(*) FROM trials JOIN trial_params USING (trial_id) WHERE state = 'RUNNING'"
+    with sqlite3.connect(path) as connection:
+        return connection.execute(query).fetchone()[0] > 0
+
+
 def test_a_killed_search_resumes_and_retries_the_trial_cut_short(tiny_bert_dir, tmp_path, search_data):
     files, space = search_data
     output_dir = tmp_path / "out"
@@ -254,7 +311,7 @@ def test_a_killed_search_resumes_and_retries_the_trial_cut_short(tiny_bert_dir, 
     process = worker(tiny_bert_dir, output_dir, files, space, 3, *slow)
     database = output_dir / "search" / "study.db"
     deadline = time.time() + 240
-    while not (sqlite_states(database).count("COMPLETE") >= 1 and "RUNNING" in sqlite_states(database)):
+    while not (sqlite_states(database).count("COMPLETE") >= 1 and running_trial_is_training(database)):
         assert process.poll() is None and time.time() < deadline, open(process.log.name).read()[-3000:]
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
@@ -368,4 +425,6 @@ def test_ray_tune_search_on_a_local_ray_runtime(tiny_bert_dir, tmp_path, search_
     best = yaml.safe_load((output_dir / "search" / "best_config.yaml").read_text())
     best_trial = max(trials, key=lambda row: float(row["objective"]))
     assert best["learning_rate"] == pytest.approx(float(best_trial["learning_rate"]))
+    # The first trial runs the command line's settings, its classifier dropout kept at the encoder's own.
+    assert [(float(row["learning_rate"]), row["classifier_dropout"]) for row in trials].count((1e-3, "")) == 1
     assert "Ray Tune search 'mtl-search' (ASHA), 2 trials" in (output_dir / "search" / "report.md").read_text()
