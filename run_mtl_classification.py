@@ -21,6 +21,7 @@ from transformers import AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCa
 from mtl_model.arguments import OPTION_FLAGS, hub_model_id
 from mtl_model.checkpoints import check_output_dir, check_resumable, checkpoint_to_resume, remove_old_checkpoints
 from mtl_model.data import (
+    ChunkedTextCollator,
     capped_pos_weight,
     carve_validation,
     encode_splits,
@@ -30,7 +31,14 @@ from mtl_model.data import (
     select_first,
 )
 from mtl_model.errors import ArgumentError, DataError
-from mtl_model.loading import build_config, freeze_word_embeddings, load_config, load_model, trained_tasks
+from mtl_model.loading import (
+    build_config,
+    freeze_word_embeddings,
+    load_config,
+    load_model,
+    text_chunking,
+    trained_tasks,
+)
 from mtl_model.metrics import build_compute_metrics, cross_fitted_names, metric_names, metrics_at_threshold
 from mtl_model.model_card import CardFacts
 from mtl_model.parsing import (
@@ -84,8 +92,10 @@ def main(argv: list[str]) -> None:
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.tokenizer_name or model_args.model_name_or_path, cache_dir=model_args.cache_dir
     )
+    trains = training_args.do_train or bool(search_args.hpo_trials)
+    chunking = text_chunking(model_args, data_args, tasks, given, trains, tokenizer)
     with training_args.main_process_first(desc="dataset map pre-processing"):
-        encoded = encode_splits(raw, where, data_args, tasks, sources, tokenizer)
+        encoded = encode_splits(raw, where, data_args, tasks, sources, tokenizer, chunking)
     if phases.validation:
         encoded = carve_validation(encoded, data_args.validation_split_percentage, training_args.seed)
     encoded = select_first(encoded, sample_limits(data_args))
@@ -97,7 +107,8 @@ def main(argv: list[str]) -> None:
         search = run_search(
             search_args, training_args, space, model_args.head_learning_rate,
             command_line_values(space, model_args, training_args, tasks),
-            lambda args, setup: search_trainer(args, setup, model_args, data_args, given, tasks, encoded, tokenizer),
+            lambda args, setup: search_trainer(args, setup, model_args, data_args, given, tasks, encoded, tokenizer,
+                                               chunking),
             given_values(given, model_args, data_args, training_args),
             test_scoring(search_args, data_args, encoded),
         )  # fmt: skip
@@ -107,7 +118,7 @@ def main(argv: list[str]) -> None:
         given = given | set(search.settings)
 
     # Model
-    config = model_config(model_args, data_args, training_args.do_train, given, tasks, encoded, saved_tasks)
+    config = model_config(model_args, data_args, training_args.do_train, given, tasks, encoded, saved_tasks, chunking)
     # A model of ours given a decoding option other than its own is saved whole with it (config and weights).
     options_changed = (
         saved_tasks is not None and config.to_dict() != load_config(model_args.model_name_or_path).to_dict()
@@ -126,7 +137,7 @@ def main(argv: list[str]) -> None:
         train_dataset=encoded.get("train") if training_args.do_train else None,
         eval_dataset=encoded.get("validation") if training_args.do_train or training_args.do_eval else None,
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),  # dynamic padding: each batch to its longest text
+        data_collator=collator(tokenizer, chunking),
         compute_metrics=build_compute_metrics(model.config),
         callbacks=early_stopping_callbacks(data_args),
         head_learning_rate=model_args.head_learning_rate,
@@ -228,9 +239,12 @@ def setup_logging(training_args) -> None:
     transformers.utils.logging.enable_explicit_format()
 
 
-def model_config(model_args, data_args, training: bool, given: set[str], tasks, encoded, saved_tasks):
-    """The model's config: a model of ours keeps its own value of every option but those the user gave."""
+def model_config(model_args, data_args, training: bool, given: set[str], tasks, encoded, saved_tasks, chunking):
+    """The model's config: a model of ours keeps its own value of every option but those the user gave; a model
+    trained on chunks keeps their length and stride."""
     options = model_args.given_options(tasks, given)
+    if chunking and training:
+        options.update(chunk_length=chunking.length, chunk_stride=chunking.stride)
     if "label_hierarchy" in given:
         options["label_hierarchy"] = read_label_hierarchy(data_args.label_hierarchy, tasks)
     if model_args.pos_weight_cap and training:
@@ -252,7 +266,7 @@ def model_from(model_args, config):
     return model
 
 
-def search_trainer(args, setup, model_args, data_args, given, tasks, encoded, tokenizer) -> MultiTaskTrainer:
+def search_trainer(args, setup, model_args, data_args, given, tasks, encoded, tokenizer, chunking):
     """The trainer of a search's trials: each builds its model from the trial's settings over the flags given, and
     is scored with the cross-fitted macro-F1 among its metrics."""
     saved_tasks = trained_tasks(model_args.model_name_or_path, model_args.cache_dir)
@@ -260,7 +274,9 @@ def search_trainer(args, setup, model_args, data_args, given, tasks, encoded, to
     def model_init(trial):
         settings = setup.space.settings(trial) if trial is not None else {}
         trial_model_args, _ = with_settings(settings, model_args)
-        config = model_config(trial_model_args, data_args, True, given | set(settings), tasks, encoded, saved_tasks)
+        config = model_config(
+            trial_model_args, data_args, True, given | set(settings), tasks, encoded, saved_tasks, chunking
+        )
         return model_from(trial_model_args, config)
 
     trainer = MultiTaskTrainer(
@@ -269,13 +285,18 @@ def search_trainer(args, setup, model_args, data_args, given, tasks, encoded, to
         train_dataset=encoded["train"],
         eval_dataset=encoded["validation"],
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=collator(tokenizer, chunking),
         head_learning_rate=model_args.head_learning_rate,
     )
     cross_fitting = {"min_positives": data_args.min_positives_to_tune, "objective": data_args.threshold_objective}
     trainer.compute_metrics = build_compute_metrics(trainer.model.config, cross_fitting)
     trainer.trial_setup = setup
     return trainer
+
+
+def collator(tokenizer, chunking):
+    """Dynamic padding, each batch to its longest text (or chunk, of texts read in chunks)."""
+    return ChunkedTextCollator(tokenizer) if chunking else DataCollatorWithPadding(tokenizer)
 
 
 def test_scoring(search_args, data_args, encoded) -> TestScoring | None:

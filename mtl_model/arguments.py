@@ -313,6 +313,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
             "(e.g. 0.999): evaluated, tuned and saved as the model; none by default."
         },
     )
+    chunk_budget: int | None = field(
+        default=None,
+        metadata={"help": "Training on texts read in chunks (--long_documents chunk), the most chunks whose "
+                  "activations are held at once: a batch with more runs the encoder on groups of this many, each "
+                  "recomputed in the backward pass (gradient checkpointing); the same gradients. Default: "
+                  "--per_device_train_batch_size."},
+    )  # fmt: skip
     malloc_trim_steps: int = field(
         default=10,
         metadata={"help": "Training on the CPU under glibc (Linux), give freed memory back to the system every N "

@@ -22,6 +22,8 @@ from .decoding import (
 )
 
 POOLING_CHOICES = ("mean", "cls", "pooler")
+LONG_DOCUMENT_CHOICES = ("truncate", "chunk")
+CHUNK_POOLING_CHOICES = ("max", "mean", "attention")
 LOSS_CHOICES = ("bce", "focal", "asl")
 POS_WEIGHT_LOSSES = ("bce", "focal")  # ASL weighs positives by its own exponents instead
 HIERARCHY_LOSS_CHOICES = ("none", "mcloss")
@@ -86,7 +88,7 @@ class MultiTaskConfig(TaskLayout, PreTrainedConfig):
     default_encoder_type = "bert"
     sub_configs_defaults = {"encoder": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
     # Per-task losses are logged by the trainer; they must not be mistaken for predictions at evaluation time.
-    keys_to_ignore_at_inference = ["task_losses", "hidden_states", "attentions"]
+    keys_to_ignore_at_inference = ["task_losses", "chunk_scores", "hidden_states", "attentions"]
 
     encoder: PreTrainedConfig | dict | None = None
     tasks: dict[str, list[str]] | None = None
@@ -96,6 +98,42 @@ class MultiTaskConfig(TaskLayout, PreTrainedConfig):
         "encoder's own pooler, where it has one, e.g. BERT's dense + tanh as BertForSequenceClassification uses it).",
         TRAINING,
         choices=POOLING_CHOICES,
+    )
+    long_documents: str = option(
+        "truncate",
+        "A text longer than the chunk length: truncate (its first tokens only) or chunk (all its tokens, in chunks of "
+        "chunk_length tokens overlapping by chunk_stride, at most max_chunks, each scored, their logits pooled per "
+        "text by chunk_pooling; the text is the unit of the loss, the metrics and the predictions).",
+        TRAINING,
+        choices=LONG_DOCUMENT_CHOICES,
+    )
+    chunk_pooling: str = option(
+        "max",
+        "How a chunked text's chunk logits make its logits: max or mean per label, or attention (per label, a "
+        "softmax over the text's chunks of a learned score of each chunk's vector weighs their logits: PLM-ICD's "
+        "label attention, over chunks).",
+        TRAINING,
+        choices=CHUNK_POOLING_CHOICES,
+    )
+    chunk_length: int | None = option(
+        None,
+        "Tokens per chunk, special tokens included: the training run's --max_seq_length (set by it).",
+        TRAINING,
+        check=at_least(2),
+        flag=False,
+    )
+    chunk_stride: int | None = option(
+        None,
+        "Tokens of overlap between consecutive chunks of a text (the tokenizer's stride), below the chunk length "
+        "minus the special tokens. Default: a quarter of the chunk length.",
+        DECODING,
+        check=at_least(0),
+    )
+    max_chunks: int = option(
+        16,
+        "Chunks kept per text, from its start; the rest are dropped and counted in the log, as truncation is.",
+        DECODING,
+        check=at_least(1),
     )
     classifier_dropout: float | None = option(
         None,

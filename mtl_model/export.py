@@ -25,20 +25,23 @@ from transformers import AutoTokenizer
 from .configuration_mtl import MultiTaskConfig
 from .errors import ArgumentError
 from .loading import load_config, load_model
-from .onnx_classifier import INT8_FILE, ONNX_FILE, OUTPUT_NAME
+from .onnx_classifier import INT8_FILE, ONNX_FILE, OUTPUT_NAME, SCORES_NAME
 
 logger = logging.getLogger(__name__)
 
 
-class LogitsOnly(nn.Module):
-    """The model as the exported graph sees it: the tokenizer's tensors in, logits [batch, total_labels] out."""
+class GraphOutputs(nn.Module):
+    """The model as the exported graph sees it: the tokenizer's tensors in; out, logits [batch, total_labels] and,
+    where chunks are pooled by attention, each row's chunk scores [batch, total_labels]. A chunked text's chunks are
+    rows of their own here, pooled per text outside the graph (`pool_chunks`), as ONNX Runtime's runner does."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+        output = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        return output.logits if output.chunk_scores is None else (output.logits, output.chunk_scores)
 
 
 def graph_input_names(model, tokenizer) -> list[str]:
@@ -58,10 +61,11 @@ def export_onnx(model, tokenizer, output_dir: str | Path, int8: bool = False) ->
     # Two texts of different lengths, so that neither axis is specialised to the example's size.
     example = tokenizer(["an example text to export", "two"], padding=True, return_tensors="pt")
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    attention = model.config.long_documents == "chunk" and model.config.chunk_pooling == "attention"
     program = torch.onnx.export(
-        LogitsOnly(model).eval(),
+        GraphOutputs(model).eval(),
         kwargs={name: example[name] for name in names},
-        output_names=[OUTPUT_NAME],
+        output_names=[OUTPUT_NAME, SCORES_NAME] if attention else [OUTPUT_NAME],
         dynamic_shapes={name: {0: batch, 1: sequence} for name in names},
         dynamo=True,
         verbose=False,

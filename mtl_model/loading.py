@@ -10,6 +10,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_MAPPING,
 )
 
+from .batching import Chunking
 from .configuration_mtl import (
     LEGACY_MODEL_TYPES,
     TRAINING,
@@ -19,7 +20,7 @@ from .configuration_mtl import (
     option_flag,
 )
 from .errors import ArgumentError, describe_labels
-from .modeling_mtl import BertForMultiTaskMultiLabel, EncoderForMultiTaskMultiLabel, has_pooler
+from .modeling_mtl import HEAD_MODULES, BertForMultiTaskMultiLabel, EncoderForMultiTaskMultiLabel, has_pooler
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ ATTENTION_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout")
 MODEL_CLASSES = {BertMultiTaskConfig: BertForMultiTaskMultiLabel, MultiTaskConfig: EncoderForMultiTaskMultiLabel}
 # Checkpoint weights that are the encoder's but that no run of ours needs: a pooler we did not build.
 POOLER_PREFIX = "pooler."
-HEADS_PREFIX = "heads."
+# The model options that say how a text longer than one chunk is read.
+CHUNK_OPTIONS = ("long_documents", "chunk_pooling", "chunk_stride", "max_chunks")
 
 
 def is_ours(config_dict: dict) -> bool:
@@ -137,6 +139,33 @@ def build_config(
     return config
 
 
+def text_chunking(model_args, data_args, tasks: dict[str, list[str]], given: set[str], training: bool, tokenizer):
+    """How the run reads a text longer than one chunk (`Chunking`), None where its model truncates: as the model's
+    options say (those given over a saved model's own), in chunks of --max_seq_length tokens when it trains, of the
+    model's own chunk length when it only predicts. Refused by flag before any text is tokenized: text pairs, a
+    stride that leaves no new token to a chunk, another --max_seq_length than the model's chunks."""
+    where, options = model_args.model_name_or_path, model_args.given_options(tasks, given)
+    options = {name: value for name, value in options.items() if name in CHUNK_OPTIONS}
+    config = build_config(where, tasks, options, training=training, cache_dir=model_args.cache_dir)
+    if config.long_documents != "chunk":
+        return None
+    if data_args.text_pair_column_name:
+        raise ArgumentError("--text_pair_column_name: text pairs are not read in chunks (--long_documents chunk); "
+                            "give one text column, or --long_documents truncate")  # fmt: skip
+    length = data_args.max_seq_length if training else config.chunk_length
+    if "max_seq_length" in given and data_args.max_seq_length != length:
+        raise ArgumentError(f"--max_seq_length {data_args.max_seq_length}: --model_name_or_path {where} reads texts "
+                            f"in chunks of {length} tokens, as it was trained; leave the flag out, or train again "
+                            "(--do_train)")  # fmt: skip
+    chunking = Chunking.of({**vars(config), "chunk_length": length})
+    room = length - tokenizer.num_special_tokens_to_add(pair=False)
+    if chunking.stride >= room:
+        raise ArgumentError(f"--chunk_stride {chunking.stride} must be below the chunk length {length} minus "
+                            f"the tokenizer's special tokens, {room}: each chunk must read a token the one before did "
+                            "not")  # fmt: skip
+    return chunking
+
+
 def check_same_tasks(saved: dict[str, list[str]], tasks: dict[str, list[str]], where: str) -> None:
     """A model of ours is reused with exactly its own tasks, in its own order."""
     if saved == tasks and list(saved) != list(tasks):
@@ -227,7 +256,7 @@ def check_encoder_loaded(model: EncoderForMultiTaskMultiLabel, loading_info: dic
         return ours and not key.removeprefix(prefix).startswith(POOLER_PREFIX)
 
     problems = {
-        "newly initialised": [key for key in loading_info["missing_keys"] if not key.startswith(HEADS_PREFIX)],
+        "newly initialised": [key for key in loading_info["missing_keys"] if not key.startswith(HEAD_MODULES)],
         "in the checkpoint but unused": [key for key in loading_info["unexpected_keys"] if is_encoders(key)],
         "of another shape in the checkpoint": [str(item) for item in loading_info["mismatched_keys"]],
     }

@@ -93,6 +93,7 @@ def build_model_card(config, metrics: dict[str, float], training_args, facts: Ca
         encoder_type=config.encoder.model_type,
         base_model=facts.base_model or f"a local {config.encoder.model_type} checkpoint",
         pooling=config.pooling,
+        long_documents=long_documents_note(config),
         tasks_table=tasks_table(config),
         metrics_table=metrics_table(config, metrics) + metrics_note,
         onnx_note=ONNX_FOLDER_NOTE if facts.test_backend.startswith("onnx") else "",
@@ -106,6 +107,16 @@ def build_model_card(config, metrics: dict[str, float], training_args, facts: Ca
         search_note=f" (from a search: {facts.search}; its trials in `search/`)" if facts.search else "",
         versions=", ".join(f"{name} {version}" for name, version in library_versions().items()),
     )
+
+
+def long_documents_note(config) -> str:
+    """How the model reads a text longer than one chunk, where it does not truncate it."""
+    if config.long_documents != "chunk":
+        return ""
+    return (f" A text longer than {config.chunk_length} tokens is read whole, in chunks of {config.chunk_length} "
+            f"tokens overlapping by {config.chunk_stride} (at most {config.max_chunks}), whose logits are pooled "
+            f"per text ({config.chunk_pooling}): `model.predict`, `model.scores` and the ONNX runner do so; "
+            "transformers' `pipeline` reads only a text's first chunk.")  # fmt: skip
 
 
 def report_links(report_files: list[str]) -> str:

@@ -6,32 +6,43 @@ Self-contained (imports only torch, numpy, transformers and the modules next to 
 
 import inspect
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
 from transformers.utils import ModelOutput
 
-from .batching import length_sorted_batches
+from .batching import CHUNK_TEXT, Chunking, flatten_texts, length_sorted_batches, pool_chunks
 from .configuration_mtl import IGNORE_INDEX, BertMultiTaskConfig, MultiTaskConfig
 from .decoding import decode_scores, label_scores, raise_to_descendants
+
+# The modules the model adds around the encoder, by the prefix of their parameters' names: fresh when built from an
+# encoder checkpoint, and trained at the heads' own learning rate.
+HEAD_MODULES = ("heads.", "chunk_attention.")
 
 
 @dataclass
 class MultiTaskMultiLabelOutput(ModelOutput):
     """
     loss: weighted sum of the per-task losses, shape [] (when `labels` are given).
-    logits: all tasks' logits concatenated in config order, shape [batch, total_labels].
+    logits: all tasks' logits concatenated in config order, shape [batch, total_labels]; of chunked texts, per text
+        (its chunks' logits pooled), shape [texts, total_labels].
     task_losses: the unweighted loss of each task, shape [num_tasks] (when `labels` are given).
+    chunk_scores: with chunk_pooling="attention" and rows not pooled (no `overflow_to_sample_mapping`), each row's
+        attention score per label, shape [batch, total_labels]: what `pool_chunks` weighs chunks by (ONNX Runtime
+        pools them outside the graph).
     """
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     task_losses: torch.Tensor | None = None
+    chunk_scores: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
 
@@ -167,6 +178,9 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
         self.dropout = nn.Dropout(config.classifier_dropout)
         # A ModuleList (not a ModuleDict) so any task name is allowed, including ones with dots.
         self.heads = nn.ModuleList(nn.Linear(config.hidden_size, len(labels)) for labels in config.tasks.values())
+        if config.long_documents == "chunk" and config.chunk_pooling == "attention":
+            # Per label, a chunk's score: its softmax over a text's chunks weighs their logits (`pool_chunks`).
+            self.chunk_attention = nn.Linear(config.hidden_size, len(config.label_names))
         self.post_init()
 
     def _init_weights(self, module):
@@ -202,6 +216,13 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
         mask = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)  # [batch, seq, 1]
         return (last_hidden_state * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
+    def pooled_rows(self, arguments: dict) -> torch.Tensor:
+        """The encoder's inputs of some rows → their pooled vectors [rows, hidden] (`pool`)."""
+        outputs = self.base_model(**arguments)
+        return self.pool(
+            outputs.last_hidden_state, arguments.get("attention_mask"), getattr(outputs, "pooler_output", None)
+        )
+
     def encoder_arguments(self, **inputs) -> dict:
         """The inputs the encoder takes. `token_type_ids` are dropped for encoders without token types (ModernBERT,
         DistilBERT): a BERT-style tokenizer's all-zero ids mean nothing to them. Any other input they lack is an
@@ -223,13 +244,24 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         num_items_in_batch: torch.Tensor | None = None,
+        overflow_to_sample_mapping: torch.Tensor | None = None,
+        chunk_budget: int | None = None,
         **kwargs,
     ) -> MultiTaskMultiLabelOutput:
         r"""
         labels (`torch.Tensor` of shape `(batch_size, total_labels)`, *optional*):
-            Float multi-hot targets in logit order; -100 marks a task that is not annotated for that example.
+            Float multi-hot targets in logit order; -100 marks a task that is not annotated for that example. Of
+            chunked texts, one row per text.
         num_items_in_batch (`torch.Tensor` of shape `(num_tasks,)`, *optional*):
             Annotated entries per task over the whole accumulated batch, to normalise each task's loss exactly.
+        overflow_to_sample_mapping (`torch.Tensor` of shape `(chunks,)`, *optional*):
+            With `long_documents="chunk"`, each row's text (0 to texts - 1; a text's chunks side by side), as the
+            tokenizer names it: the rows' logits are pooled per text (`chunk_pooling`). Without it, each row is a
+            text of its own.
+        chunk_budget (`int`, *optional*):
+            The most rows the encoder runs on at once: more rows run in groups of this many, so that a batch of many
+            chunks costs the activation memory of `chunk_budget` rows; while gradients are taken each group is
+            recomputed in the backward pass (gradient checkpointing). The same logits, loss and gradients.
         """
         arguments = self.encoder_arguments(
             input_ids=input_ids,
@@ -238,10 +270,26 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
         )
-        outputs = self.base_model(**arguments, **kwargs)
-        pooler_output = getattr(outputs, "pooler_output", None)
-        pooled = self.dropout(self.pool(outputs.last_hidden_state, attention_mask, pooler_output))
+        rows = next(iter(arguments.values())).shape[0]
+        if chunk_budget and rows > chunk_budget:
+            groups = [{name: value[start : start + chunk_budget] for name, value in arguments.items()}
+                      for start in range(0, rows, chunk_budget)]  # fmt: skip
+            # Under gradients only each group's inputs and pooled vectors are kept; its activations are recomputed.
+            run = (
+                partial(checkpoint, self.pooled_rows, use_reentrant=False)
+                if torch.is_grad_enabled()
+                else self.pooled_rows
+            )
+            outputs, pooled = None, torch.cat([run(group) for group in groups])
+        else:
+            outputs = self.base_model(**arguments, **kwargs)
+            pooled = self.pool(outputs.last_hidden_state, attention_mask, getattr(outputs, "pooler_output", None))
+        pooled = self.dropout(pooled)  # [rows, hidden]
         logits = torch.cat([head(pooled) for head in self.heads], dim=-1)  # [batch, total_labels]
+        scores = self.chunk_attention(pooled) if hasattr(self, "chunk_attention") else None  # [batch, total_labels]
+        if overflow_to_sample_mapping is not None:
+            logits = pool_chunks(logits, overflow_to_sample_mapping, self.config.chunk_pooling, scores, xp=torch)
+            scores = None
 
         loss = task_losses = None
         if labels is not None:
@@ -250,7 +298,8 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
             loss=loss,
             logits=logits,
             task_losses=task_losses,
-            hidden_states=getattr(outputs, "hidden_states", None),
+            chunk_scores=scores,
+            hidden_states=getattr(outputs, "hidden_states", None),  # none from groups of rows
             attentions=getattr(outputs, "attentions", None),
         )
 
@@ -259,15 +308,25 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
         decoding = self.config.decoding
         return decode_scores(label_scores(logits, decoding), decoding)
 
+    def tokenize(self, texts: list[str], tokenizer, max_length: int = 512) -> dict:
+        """Texts → their unpadded input ids, {input name: [ids per text]}: truncated to `max_length` tokens, or, with
+        `long_documents="chunk"`, in chunks as the model was trained ([ids per chunk] per text; the config's
+        chunk_length, chunk_stride and max_chunks)."""
+        chunking = Chunking.of(vars(self.config))
+        if chunking is None:
+            return tokenizer(list(texts), truncation=True, max_length=max_length)
+        return chunking.tokenize(tokenizer, texts)[0]
+
     @torch.inference_mode()
     def logits(self, texts: list[str], tokenizer, batch_size: int = 64, max_length: int = 512) -> torch.Tensor:
-        """Texts → logits [texts, total_labels] on the CPU, in the order of `texts` (length-sorted batches)."""
+        """Texts → logits [texts, total_labels] on the CPU, in the order of `texts` (length-sorted batches of
+        `batch_size` texts, the encoder on at most `batch_size` chunks at once; `max_length` where the model
+        truncates, `tokenize`)."""
         self.eval()
-        encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
         logits = torch.empty(len(texts), len(self.config.label_names))
-        for rows, features in length_sorted_batches(encoded, batch_size):
-            batch = tokenizer.pad(features, return_tensors="pt").to(self.device)
-            logits[torch.from_numpy(rows)] = self(**batch).logits.float().cpu()
+        for rows, features in length_sorted_batches(self.tokenize(texts, tokenizer, max_length), batch_size):
+            batch = padded_batch(features, tokenizer, self.config.long_documents == "chunk").to(self.device)
+            logits[torch.from_numpy(rows)] = self(**batch, chunk_budget=batch_size).logits.float().cpu()
         return logits
 
     def scores(self, texts: list[str], tokenizer, batch_size: int = 64, max_length: int = 512) -> np.ndarray:
@@ -281,6 +340,17 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
         return self.decode(self.logits(texts, tokenizer, batch_size, max_length))
 
 
+def padded_batch(texts: list[dict], tokenizer, chunked: bool):
+    """Tokenized texts ({input name: ids}, or chunked: {input name: [ids per chunk]}) → the padded tensors the model
+    takes; chunked texts as their chunks, text after text, with each chunk's text (`overflow_to_sample_mapping`)."""
+    if not chunked:
+        return tokenizer.pad(texts, return_tensors="pt")
+    chunks, chunk_texts = flatten_texts(texts)
+    batch = tokenizer.pad(chunks, return_tensors="pt")
+    batch[CHUNK_TEXT] = torch.from_numpy(chunk_texts)
+    return batch
+
+
 class BertForMultiTaskMultiLabel(EncoderForMultiTaskMultiLabel):
     """The model with a BERT encoder (BERT and BERT-architecture checkpoints: MiniLM, E5, BGE…), kept under the
     attribute `bert` so that its weights are named as in every BERT checkpoint and in models saved before."""
@@ -290,8 +360,10 @@ class BertForMultiTaskMultiLabel(EncoderForMultiTaskMultiLabel):
 
 
 __all__ = [
+    "HEAD_MODULES",
     "BertForMultiTaskMultiLabel",
     "EncoderForMultiTaskMultiLabel",
     "MultiTaskMultiLabelOutput",
     "multitask_loss",
+    "padded_batch",
 ]

@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from .batching import length_sorted_batches
+from .batching import Chunking, flatten_texts, group_chunks, length_sorted_batches, pool_chunks
 from .decoding import Decoding, decode_scores, label_scores
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model_quantized.onnx"  # optimum's name for the same file
 OUTPUT_NAME = "logits"
+SCORES_NAME = "chunk_scores"  # of a model that pools a text's chunks by attention
 # ONNX Runtime on a CPU predicts fastest in small batches (MiniLM: 484 int8 texts/s in batches of 16, 413 in 64;
 # float32 within 3% from 16 to 64), PyTorch in large ones: BENCHMARKS.md, "Deploy".
 ONNX_EVAL_BATCH_SIZE = 16
@@ -52,12 +53,17 @@ class ExportTokenizer:
     def __call__(self, texts: Sequence[str], max_length: int) -> dict[str, list[list[int]]]:
         """Texts → {input name: ids per text}, unpadded, special tokens added, truncated to `max_length`."""
         self.tokenizer.enable_truncation(max_length, direction=self.truncation_side)
-        encodings = self.tokenizer.encode_batch(list(texts))
-        return {
-            "input_ids": [encoding.ids for encoding in encodings],
-            "token_type_ids": [encoding.type_ids for encoding in encodings],
-            "attention_mask": [encoding.attention_mask for encoding in encodings],
-        }
+        return features_of(self.tokenizer.encode_batch(list(texts)))
+
+    def chunks(self, texts: Sequence[str], chunking: Chunking) -> dict[str, list[list[list[int]]]]:
+        """Texts → {input name: [ids per chunk] per text}: the encoding and its overflowing tokens as further
+        chunks, as transformers' `return_overflowing_tokens` returns them (`Chunking.tokenize`)."""
+        self.tokenizer.enable_truncation(chunking.length, stride=chunking.stride, direction=self.truncation_side)
+        encodings, chunk_texts = [], []
+        for text, encoding in enumerate(self.tokenizer.encode_batch(list(texts))):
+            encodings += [encoding, *encoding.overflowing]
+            chunk_texts += [text] * (1 + len(encoding.overflowing))
+        return group_chunks(features_of(encodings), chunk_texts, len(texts), chunking.max_chunks)[0]
 
     def pad(self, features: list[dict[str, Sequence[int]]], names: Sequence[str]) -> dict[str, np.ndarray]:
         """Rows of unpadded features → each input of `names` as int64 [rows, longest row], padded as the tokenizer
@@ -73,10 +79,23 @@ class ExportTokenizer:
         return batch
 
 
+def features_of(encodings) -> dict[str, list[list[int]]]:
+    """`tokenizers` encodings → {input name: ids per encoding}."""
+    return {
+        "input_ids": [encoding.ids for encoding in encodings],
+        "token_type_ids": [encoding.type_ids for encoding in encodings],
+        "attention_mask": [encoding.attention_mask for encoding in encodings],
+    }
+
+
 class OnnxMultiTaskClassifier:
-    def __init__(self, session, decoding: Decoding, tokenizer: ExportTokenizer):
+    def __init__(self, session, decoding: Decoding, tokenizer: ExportTokenizer, config: Mapping | None = None):
+        """`config`: the model's config as a dict, for how it reads long texts (`Chunking.of`); none: truncated."""
         self.session, self.decoding, self.tokenizer = session, decoding, tokenizer
         self.input_names = [graph_input.name for graph_input in session.get_inputs()]
+        self.output_names = [graph_output.name for graph_output in session.get_outputs()]
+        self.chunking = Chunking.of(config or {})
+        self.chunk_pooling = (config or {}).get("chunk_pooling")
 
     @classmethod
     def from_pretrained(
@@ -91,22 +110,35 @@ class OnnxMultiTaskClassifier:
         session = onnxruntime.InferenceSession(str(directory / (INT8_FILE if int8 else ONNX_FILE)),
                                                providers=list(providers))  # fmt: skip
         config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-        return cls(session, Decoding.from_config(config), ExportTokenizer(directory))
+        return cls(session, Decoding.from_config(config), ExportTokenizer(directory), config)
 
     def logits(self, texts: Sequence[str], batch_size: int = ONNX_EVAL_BATCH_SIZE, max_length: int = 512):
-        """Texts → logits [texts, total_labels] (np.float32), in the order of `texts`."""
-        return self.logits_of_encoded(self.tokenizer(texts, max_length), batch_size)
+        """Texts → logits [texts, total_labels] (np.float32), in the order of `texts`; truncated to `max_length`, or
+        in chunks as the model was trained."""
+        if self.chunking is None:
+            return self.logits_of_encoded(self.tokenizer(texts, max_length), batch_size)
+        return self.logits_of_encoded(self.tokenizer.chunks(texts, self.chunking), batch_size)
 
     def logits_of_encoded(
         self, encoded: Mapping[str, Sequence[Sequence[int]]], batch_size: int = ONNX_EVAL_BATCH_SIZE
     ) -> np.ndarray:
-        """Tokenized texts ({input name: ids per text}, as the tokenizer or a tokenized dataset holds them) → logits
-        [texts, total_labels] (np.float32) in their order."""
+        """Tokenized texts ({input name: ids per text}, or [ids per chunk] per text for a model that reads chunks; as
+        the tokenizer or a tokenized dataset holds them) → logits [texts, total_labels] (np.float32) in their order;
+        `batch_size` texts a batch, and a text's chunks pooled (`pool_chunks`)."""
         features = {name: encoded[name] for name in self.input_names}
         logits = np.empty((len(features["input_ids"]), len(self.decoding.label_names)), dtype=np.float32)
         for rows, batch_features in length_sorted_batches(features, batch_size):
-            feeds = self.tokenizer.pad(batch_features, self.input_names)
-            logits[rows] = self.session.run([OUTPUT_NAME], feeds)[0]
+            if self.chunking is None:
+                logits[rows] = self.session.run([OUTPUT_NAME], self.tokenizer.pad(batch_features, self.input_names))[0]
+                continue
+            chunks, chunk_texts = flatten_texts(batch_features)
+            # The chunks in groups of `batch_size`: a batch of long texts costs the memory of one of short ones.
+            groups = [self.session.run(self.output_names, self.tokenizer.pad(chunks[start : start + batch_size],
+                                                                            self.input_names))
+                      for start in range(0, len(chunks), batch_size)]  # fmt: skip
+            outputs = [np.concatenate(parts) for parts in zip(*groups)]
+            scores = outputs[1] if len(outputs) > 1 else None  # SCORES_NAME, of attention pooling
+            logits[rows] = pool_chunks(outputs[0], chunk_texts, self.chunk_pooling, scores)
         return logits
 
     def scores(self, texts: Sequence[str], batch_size: int = ONNX_EVAL_BATCH_SIZE, max_length: int = 512):

@@ -33,6 +33,7 @@ DEFAULT_METRIC = "macro_f1"
 # parsed, before any data or model loads. None (unset) is always allowed.
 NUMERIC_RANGES = {
     "max_seq_length": at_least(1),
+    "chunk_budget": at_least(1),
     "max_train_samples": at_least(1),
     "max_eval_samples": at_least(1),
     "max_predict_samples": at_least(1),

@@ -20,11 +20,12 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_pt_utils import LengthGroupedSampler, nested_gather
 from transformers.trainer_utils import PredictionOutput, speed_metrics
 
-from .batching import longest_first
+from .batching import CHUNK_TEXT, longest_first
 from .configuration_mtl import IGNORE_INDEX
 from .data import token_lengths
 from .metrics import tune_thresholds
 from .model_card import CardFacts, build_model_card
+from .modeling_mtl import HEAD_MODULES
 from .onnx_classifier import ONNX_EVAL_BATCH_SIZE
 
 logger = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ class MultiTaskTrainer(Trainer):
                         parameter
                         for name, parameter in model.named_parameters()
                         if parameter.requires_grad
-                        and name.startswith("heads.") == is_head
+                        and name.startswith(HEAD_MODULES) == is_head
                         and (name in decay) == decays
                     ]
                     group = {"params": params, "weight_decay": self.args.weight_decay if decays else 0.0}
@@ -283,6 +284,8 @@ class MultiTaskTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         training = model.training and num_items_in_batch is not None
+        if training and CHUNK_TEXT in inputs:  # a batch of chunked texts holds the activations of a budget of chunks
+            inputs = {**inputs, "chunk_budget": self.args.chunk_budget or self.args.per_device_train_batch_size}
         outputs = model(**inputs, num_items_in_batch=num_items_in_batch if training else None)
         loss = outputs.loss
         # Each process and each DataParallel replica divides its part's summed loss by the whole batch's count, so
@@ -296,6 +299,12 @@ class MultiTaskTrainer(Trainer):
             task_losses = outputs.task_losses.detach().view(replicas, -1).sum(0) * self.args.world_size
             self._task_loss_sum = task_losses if self._task_loss_sum is None else self._task_loss_sum + task_losses
         return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """The Trainer's, the encoder on at most --per_device_eval_batch_size chunks at once for chunked texts."""
+        if CHUNK_TEXT in inputs:
+            inputs = {**inputs, "chunk_budget": self.args.per_device_eval_batch_size}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add each task's training loss, averaged over the optimizer steps since the last log, to training logs."""

@@ -35,6 +35,8 @@ TRAINED_WITH = {
     "mcloss": ["--label_hierarchy", "HIERARCHY", "--hierarchy_loss", "mcloss"],
     "at_least_one": ["--at_least_one_label", "mood,topic"],
     "thresholds": ["--tune_thresholds", "--min_positives_to_tune", "1"],
+    "chunks": ["--long_documents", "chunk", "--chunk_stride", "2", "--max_chunks", "3"],
+    "chunk_attention": ["--long_documents", "chunk", "--chunk_pooling", "attention"],
 }
 
 
@@ -96,7 +98,8 @@ def test_prediction_alone_predicts_as_the_trained_run(option, tiny_bert_dir, dat
 def test_the_model_options_under_test_cover_every_declared_option():
     """A new option must join TRAINED_WITH: every declared one is set by some case there."""
     flags = {flag.removeprefix("--") for case in TRAINED_WITH.values() for flag in case if flag.startswith("--")}
-    set_by = {"thresholds": "tune_thresholds", "pos_weight": "pos_weight_cap", "label_hierarchy": "label_hierarchy"}
+    set_by = {"thresholds": "tune_thresholds", "pos_weight": "pos_weight_cap", "label_hierarchy": "label_hierarchy",
+              "chunk_length": "long_documents"}  # fmt: skip
     for declared in model_options():
         assert set_by.get(declared.name, option_flag(declared)) in flags, declared.name
 
@@ -201,6 +204,11 @@ BAD_VALUES = {
     "hierarchy_consistency": ("keep_all", "keep_all"),
     "hierarchy_loss": ("max", "max"),
     "thresholds": (None, {"mood": [0.5, 1.2, 0.5]}),
+    "long_documents": ("window", "window"),
+    "chunk_pooling": ("sum", "sum"),
+    "chunk_length": (None, 1),
+    "chunk_stride": ("-1", -1),
+    "max_chunks": ("0", 0),
 }
 
 

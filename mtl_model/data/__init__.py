@@ -14,6 +14,7 @@ What a cell means, for every form:
 Bad input raises `DataError` naming the file, row, column or label before any training starts.
 """
 
+from .collation import ChunkedTextCollator
 from .files import load_raw_splits
 from .hierarchy import read_label_hierarchy
 from .labels import TaskSource
@@ -21,6 +22,7 @@ from .pipeline import DataSpec, carve_validation, encode_splits, resolve_tasks, 
 from .statistics import capped_pos_weight, token_lengths
 
 __all__ = [
+    "ChunkedTextCollator",
     "DataSpec",
     "TaskSource",
     "capped_pos_weight",

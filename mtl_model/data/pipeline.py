@@ -7,6 +7,7 @@ from typing import Protocol
 
 from datasets import DatasetDict
 
+from ..batching import Chunking, token_count
 from ..decoding import TASK_LABEL_SEPARATOR
 from ..errors import DataError
 from .labels import LabelEncoder, TaskSource, check_label_kinds, collect_label_sets, feature_label_names, task_sources
@@ -95,8 +96,10 @@ def encode_splits(
     tasks: dict[str, list[str]],
     sources: list[TaskSource],
     tokenizer,
+    chunking: Chunking | None = None,
 ) -> DatasetDict:
-    """Validate every row, encode labels and tokenize; raw columns are dropped (the caller keeps `raw` for output)."""
+    """Validate every row, encode labels and tokenize, truncated to --max_seq_length or, given `chunking`, in chunks
+    (a row's input ids [ids per chunk]); raw columns are dropped (the caller keeps `raw` for output)."""
     encoder = LabelEncoder(
         tasks=tasks, sources=sources, delimiter=spec.label_delimiter, id_names=id_label_names(raw, sources, spec)
     )
@@ -115,6 +118,7 @@ def encode_splits(
             fn_kwargs=dict(
                 text_columns=spec.text_columns,
                 max_seq_length=spec.max_seq_length,
+                chunking=chunking,
                 encoder=encoder,
                 tokenizer=tokenizer,
                 where=where[split],
@@ -151,6 +155,7 @@ def _encode_batch(
     indices: list[int],
     text_columns: list[str],
     max_seq_length: int,
+    chunking: Chunking | None,
     encoder: LabelEncoder,
     tokenizer,
     where: str,
@@ -159,15 +164,31 @@ def _encode_batch(
     counts = Counter()
     check_texts(batch, indices, text_columns, where, counts)
     texts = [batch[column] for column in text_columns]
-    features = dict(tokenizer(*texts, truncation=True, max_length=max_seq_length))
-    features[LENGTH_COLUMN] = [len(ids) for ids in features["input_ids"]]
-    at_limit = sum(length >= max_seq_length for length in features[LENGTH_COLUMN])
-    if at_limit:
-        counts[f"texts at --max_seq_length {max_seq_length} tokens (longer ones are truncated)"] += at_limit
+    if chunking is None:
+        features = dict(tokenizer(*texts, truncation=True, max_length=max_seq_length))
+        at_limit = sum(len(ids) >= max_seq_length for ids in features["input_ids"])
+        if at_limit:
+            counts[f"texts at --max_seq_length {max_seq_length} tokens (longer ones are truncated)"] += at_limit
+    else:
+        features = chunked_features(tokenizer, texts[0], chunking, counts)
+    features[LENGTH_COLUMN] = [token_count(ids) for ids in features["input_ids"]]
     if with_labels:
         features["labels"] = encoder.encode(batch, indices, where, counts)
     for what, count in counts.items():
         logger.warning("%s, rows %d-%d: %d %s", where, indices[0] + 1, indices[-1] + 1, count, what)
+    return features
+
+
+def chunked_features(tokenizer, texts: list[str], chunking: Chunking, counts: Counter) -> dict:
+    """Texts in chunks ({input name: [ids per chunk]} per text), the texts of several chunks and the chunks dropped
+    beyond --max_chunks counted."""
+    features, dropped = chunking.tokenize(tokenizer, texts)
+    several = sum(len(chunks) > 1 for chunks in features["input_ids"])
+    if several:
+        counts[f"texts longer than --max_seq_length {chunking.length} tokens (read in chunks)"] += several
+    if dropped.any():
+        counts[f"texts of more than --max_chunks {chunking.max_chunks} chunks"] += int((dropped > 0).sum())
+        counts["chunks dropped beyond --max_chunks (their tokens are not read)"] += int(dropped.sum())
     return features
 
 
