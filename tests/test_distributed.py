@@ -1,5 +1,6 @@
 """Data parallel on the CPU: the CLI under `torchrun --nproc_per_node 2` (gloo) trains to the weights of a 1-process
-run with the same global batch, and its evaluation and predictions cover each row exactly once."""
+run with the same global batch, and its evaluation and predictions cover each row exactly once; so too with texts read
+in chunks, each text's chunks in one process."""
 
 import json
 import os
@@ -22,7 +23,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run(processes: int, checkpoint, tmp_path: Path, output_dir: Path) -> subprocess.CompletedProcess:
+# Chunks of 3 tokens overlapping by 1 (5 with [CLS] and [SEP]): the texts make 1 or 2 chunks each.
+CHUNKS = ("--long_documents", "chunk", "--max_seq_length", "5", "--chunk_stride", "1")
+
+
+def run(processes: int, checkpoint, tmp_path: Path, output_dir: Path, *extra) -> subprocess.CompletedProcess:
     """Global batch 8 either way: 1 process × 8 or 2 processes × 4, in file order so both see the same batches.
     Validation has 7 rows and test 5, with evaluation batches of 2: the last batches are uneven across processes."""
     data = tmp_path / "data"
@@ -37,7 +42,7 @@ def run(processes: int, checkpoint, tmp_path: Path, output_dir: Path) -> subproc
         "--test_file", str(data / "test.jsonl"), "--task_columns", "mood,topic",
         "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", "2",
         "--per_device_train_batch_size", str(8 // processes), "--per_device_eval_batch_size", "2",
-        "--train_sampling_strategy", "sequential", "--seed", "3",
+        "--train_sampling_strategy", "sequential", "--seed", "3", *extra,
     )  # fmt: skip
     launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
                 f"--master_port={free_port()}"]  # fmt: skip
@@ -46,16 +51,19 @@ def run(processes: int, checkpoint, tmp_path: Path, output_dir: Path) -> subproc
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
 
 
-@pytest.fixture(scope="module", params=["bert", "roberta"])
+@pytest.fixture(scope="module", params=["bert", "roberta", "bert-chunks"])
 def runs(request, tiny_bert_dir, tiny_encoder_dirs, tmp_path_factory) -> dict:
-    """1- and 2-process runs of one encoder (BERT, and RoBERTa for another family) by process count, and the
-    checkpoint they started from under "checkpoint"."""
-    checkpoint = tiny_bert_dir if request.param == "bert" else tiny_encoder_dirs[request.param]
+    """1- and 2-process runs of one encoder (BERT, RoBERTa for another family, and BERT reading texts in chunks) by
+    process count, and the checkpoint they started from under "checkpoint"."""
+    encoder = request.param.removesuffix("-chunks")
+    checkpoint = tiny_bert_dir if encoder == "bert" else tiny_encoder_dirs[encoder]
     tmp_path = tmp_path_factory.mktemp(f"ddp-{request.param}")
     outputs = {}
     for processes in (1, 2):
         outputs[processes] = tmp_path / f"out-{processes}"
-        completed = run(processes, checkpoint, tmp_path, outputs[processes])
+        completed = run(
+            processes, checkpoint, tmp_path, outputs[processes], *CHUNKS * request.param.endswith("chunks")
+        )
         assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
     outputs["checkpoint"] = checkpoint
     return outputs
