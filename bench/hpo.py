@@ -8,7 +8,8 @@ For each dataset, runs of the CLI in bench/runs/hpo-<dataset>/ (a finished run i
     search             one Optuna study of --trials trials (TPE, the default pruner), each trained one epoch on the
                        training split and scored four times on the validation split by the default objective
                        (cross-fitted macro-F1); the default search space without num_train_epochs, so that a trial
-                       costs what a README run costs. Every trial is also scored on the test split
+                       costs what a README run costs. Its first trial is the README's settings (a new study's first
+                       trial is the command line's own). Every trial is also scored on the test split
                        (--hpo_score_test), never to choose: how well does the objective rank the trials?
     searched-<N>trials-seed<S>
                        the best_config.yaml of the search at N trials as it is, trained like a README run (a study
@@ -25,7 +26,7 @@ With --memory: the worker's peak RSS after each of --trials trials that differ o
     python examples/xed/build_dataset.py --source XED/AnnotatedData/en-annotated.tsv --output_dir data/xed
     python bench/hpo.py --dataset xed --trials 10      # about 40 minutes on 2 cores
     python bench/hpo.py --dataset goemotions --trials 6
-    python bench/hpo.py --dataset xed --trials 12 --compare_pruners --max_train_samples 4000
+    python bench/hpo.py --dataset xed --trials 12 --compare_pruners --max_train_samples 3000
     python bench/hpo.py --dataset xed --trials 10 --memory --max_train_samples 2000
 """
 

@@ -9,16 +9,35 @@ MiniLM one epoch over the same number of chunks (512: 512 one-chunk documents, 1
 documents, then predicts the same documents; truncation reads the 16-chunk documents' first 128 tokens. Each run is
 a process of its own, its peak RSS read from the kernel (`os.wait4`). Results in bench/results/long_documents.json.
 
+With --reuters: test micro- and macro-F1 on Reuters-21578 (examples/reuters, its config: the bundled MiniLM,
+thresholds tuned on validation) of truncation at 128 and at 512 tokens against chunks of 128 tokens with each
+pooling, over seeds 42 and 1; on all test stories and, separately, on those longer than 512 tokens (MiniLM's
+tokenizer), predicted alone from each trained model. --rows N: N stories of each split (a smoke test).
+
     python bench/long_documents.py --speed      # about 10 minutes on 2 cores
+    python examples/reuters/build_dataset.py --source ~/nltk_data/corpora/reuters.zip --output_dir data/reuters
+    python bench/long_documents.py --reuters
 """
 
 import argparse
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
-from harness import DATA, REPO, RESULTS, cli_command, read_json, run_directory, write_results
+from harness import (
+    DATA,
+    REPO,
+    RESULTS,
+    cli_command,
+    f1_scores,
+    mean_over_seeds,
+    read_json,
+    run_cli,
+    run_directory,
+    write_results,
+)
 
 CHUNK_LENGTH, CHUNKS_PER_RUN, BATCH = 128, 512, 8
 CHUNK_COUNTS = (1, 4, 16)
@@ -108,15 +127,73 @@ def tokens_read(texts: list[str], tokenizer, chunked: bool) -> int:
     return sum(token_count(ids) for ids in chunked_ids)
 
 
+REUTERS = REPO / "data" / "reuters"
+REUTERS_CONFIG = REPO / "examples" / "reuters" / "config.yaml"
+SEEDS = (42, 1)
+LONG = 512  # tokens: the stories truncation at 512 cuts, scored apart
+READINGS = {
+    "truncate-128": ["--long_documents", "truncate", "--max_seq_length", 128],
+    "truncate-512": ["--long_documents", "truncate", "--max_seq_length", LONG],
+    **{f"chunks-128-{pooling}": ["--long_documents", "chunk", "--max_seq_length", 128, "--chunk_pooling", pooling]
+       for pooling in ("max", "mean", "attention")},
+}  # fmt: skip
+
+
+def longer_test_stories(directory: Path, tokenizer) -> Path:
+    """The Reuters test stories longer than LONG tokens, as a test file of their own in `directory`."""
+    rows = [json.loads(line) for line in (REUTERS / "test.jsonl").read_text().splitlines()]
+    lengths = [len(ids) for ids in tokenizer([row["text"] for row in rows])["input_ids"]]
+    path = directory / f"test-longer-than-{LONG}.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row, length in zip(rows, lengths) if length > LONG))
+    return path
+
+
+def reuters(rows: int | None) -> dict:
+    from transformers import AutoTokenizer
+
+    from mtl_model.arguments import bundled_encoder_path
+
+    group = run_directory("long_documents", "reuters" + (f"-rows{rows}" if rows else ""))
+    group.mkdir(parents=True, exist_ok=True)
+    longer = longer_test_stories(group, AutoTokenizer.from_pretrained(bundled_encoder_path()))
+    splits = ("train", "eval", "predict") if rows else ()
+    limit = [item for split in splits for item in (f"--max_{split}_samples", rows)]
+    by_seed = {}
+    for name, flags in READINGS.items():
+        for seed in SEEDS:
+            directory = group / f"{name}-seed{seed}"
+            results = run_cli(directory, REUTERS_CONFIG, *flags, *limit, "--seed", seed)
+            predict_longer = ["--model_name_or_path", directory, "--test_file", longer, "--do_predict"]
+            length = flags[flags.index("--max_seq_length") + 1]
+            alone = run_cli(group / f"{name}-seed{seed}-longer-than-{LONG}", *predict_longer, "--max_seq_length",
+                            length, "--report_to", "none")  # fmt: skip
+            by_seed.setdefault(name, []).append({
+                "all_stories": f1_scores(results, ["topics"])["topics"],
+                f"stories_longer_than_{LONG}_tokens": f1_scores(alone, ["topics"])["topics"],
+                "train_runtime_s": round(results["train_runtime"]),
+            })  # fmt: skip
+    return {
+        "seeds": list(SEEDS),
+        "test_f1_by_seed": by_seed,
+        "test_f1_mean": {name: mean_over_seeds(runs) for name, runs in by_seed.items()},
+        f"test_stories_longer_than_{LONG}_tokens": sum(1 for _ in longer.open()),
+        "command": "python bench/long_documents.py --reuters" + (f" --rows {rows}" if rows else ""),
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--speed", action="store_true", help="Throughput and peak RSS by chunks per document.")
+    parser.add_argument("--reuters", action="store_true", help="F1 on Reuters-21578, truncated against chunked.")
+    parser.add_argument("--rows", type=int, help="With --reuters: the first N stories of each split (a smoke test).")
     args = parser.parse_args()
-    if not args.speed:
-        parser.error("say what to measure: --speed")
+    if args.speed == args.reuters:
+        parser.error("say what to measure: --speed or --reuters")
+    key = "speed" if args.speed else "reuters" + (f"_rows{args.rows}" if args.rows else "")
     path = RESULTS / "long_documents.json"
-    report = {**(read_json(path) if path.exists() else {}), "speed": speed()}
-    print(json.dumps(write_results(path, report)["speed"], indent=2))
+    result = speed() if args.speed else reuters(args.rows)
+    report = {**(read_json(path) if path.exists() else {}), key: result}
+    print(json.dumps(write_results(path, report)[key], indent=2))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import base_args, read_predictions, write_jsonl
+from helpers import assert_fresh_interpreter_reproduces_logits, base_args, read_predictions, write_jsonl
 from transformers import AutoModel, AutoTokenizer
 
 from mtl_model import MultiTaskConfig
@@ -220,6 +220,10 @@ def test_a_chunked_run_predicts_per_text_and_the_saved_model_scores_as_the_cli(
     scores = model.scores(test_texts, AutoTokenizer.from_pretrained(output_dir), batch_size=3)
     tasks = config["tasks"]
     assert np.allclose(scores, score_rows(predictions, tasks), atol=1e-4)
+    # So too in a fresh interpreter that has only the saved files (the chunking code among them).
+    (tmp_path / "remote").mkdir()
+    remote = assert_fresh_interpreter_reproduces_logits(output_dir, model, tmp_path / "remote")
+    assert remote["predict"] == model.predict(["i love this movie"], AutoTokenizer.from_pretrained(output_dir))
     card = (output_dir / "README.md").read_text()
     assert f"in chunks of 16 tokens overlapping by 4 (at most 5), whose logits are pooled per text ({pooling})" in card
 
