@@ -223,6 +223,9 @@ def run_optuna_search(trainer, search_args, url: str, search: dict, first_trial:
     while True:
         fail_stale_trials(study)
         counts = state_counts(study)
+        # N finished is the end, even with trials still queued (by an earlier run of a larger N): they wait for one.
+        if sum(counts.get(state, 0) for state in FINISHED) >= wanted:
+            break
         if counts.get("WAITING"):
             started = time.time()
             try:
@@ -230,8 +233,6 @@ def run_optuna_search(trainer, search_args, url: str, search: dict, first_trial:
             except StudyQueueEmpty:  # another worker took the last queued trial first
                 continue
             log_progress(study, wanted, time.time() - started)
-        elif sum(counts.get(state, 0) for state in FINISHED) >= wanted:
-            break
         elif counts.get("RUNNING"):  # another worker's, or a killed one's that is not stale yet
             time.sleep(HEARTBEAT_SECONDS)
         else:

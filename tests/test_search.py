@@ -209,6 +209,8 @@ def test_cross_fitted_f1_scores_each_half_at_the_other_halfs_thresholds():
 
 
 def test_search_writes_trials_best_config_and_report_and_resumes(tiny_bert_dir, tmp_path, search_data):
+    import optuna
+
     files, space = search_data
     output_dir = tmp_path / "out"
     scored = ("--test_file", str(files["test"]), "--hpo_score_test")
@@ -237,6 +239,11 @@ def test_search_writes_trials_best_config_and_report_and_resumes(tiny_bert_dir, 
     trials = read_trials(output_dir)
     assert [row["number"] for row in trials] == ["0", "1", "2", "3"]
     assert trials[3]["test_macro_f1"] == ""  # scored on the test split only when asked
+    # Trials queued beyond N (a run of a larger N cut short) wait: N finished is the end.
+    study = optuna.load_study(study_name="mtl-search", storage=f"sqlite:///{output_dir / 'search' / 'study.db'}")
+    study.enqueue_trial({})
+    assert cli(search_args(tiny_bert_dir, output_dir, files, space, 4)) == 0
+    assert [row["state"] for row in read_trials(output_dir)] == ["COMPLETE"] * 4 + ["WAITING"]
 
     # best_config.yaml is a training run's config file, taken as it is.
     assert cli([str(output_dir / "search" / "best_config.yaml"), "--output_dir", str(tmp_path / "best")]) == 0
