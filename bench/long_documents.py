@@ -7,14 +7,15 @@ Documents are GoEmotions training comments joined until they fill exactly N chun
 default stride of 32), with one task of five random labels: speed alone is measured. Each run trains the bundled
 MiniLM one epoch over the same number of chunks (512: 512 one-chunk documents, 128 of 4, 32 of 16) in batches of 8
 documents, then predicts the same documents; truncation reads the 16-chunk documents' first 128 tokens. Each run is
-a process of its own, its peak RSS read from the kernel (`os.wait4`). Results in bench/results/long_documents.json.
+a process of its own, its peak RSS read from the kernel (`os.wait4`); each run --repeats times, taking turns, and
+the medians kept. Results in bench/results/long_documents.json.
 
 With --reuters: test micro- and macro-F1 on Reuters-21578 (examples/reuters, its config: the bundled MiniLM,
 thresholds tuned on validation) of truncation at 128 and at 512 tokens against chunks of 128 tokens with each
 pooling, over seeds 42 and 1; on all test stories and, separately, on those longer than 512 tokens (MiniLM's
 tokenizer), predicted alone from each trained model. --rows N: N stories of each split (a smoke test).
 
-    python bench/long_documents.py --speed      # about 10 minutes on 2 cores
+    python bench/long_documents.py --speed      # 3 repeats: about 17 minutes on 2 cores
     python examples/reuters/build_dataset.py --source ~/nltk_data/corpora/reuters.zip --output_dir data/reuters
     python bench/long_documents.py --reuters
 """
@@ -22,6 +23,8 @@ tokenizer), predicted alone from each trained model. --rows N: N stories of each
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -73,7 +76,9 @@ def run_measured(directory, *arguments) -> dict:
     return {**read_json(directory / "all_results.json"), "peak_rss_mib": round(usage.ru_maxrss / 1024)}
 
 
-def speed() -> dict:
+def speed(repeats: int) -> dict:
+    """Each run `repeats` times, the runs taking turns (so that a slower spell of a shared machine slows them alike),
+    and each figure's median."""
     from transformers import AutoTokenizer
 
     from mtl_model.arguments import bundled_encoder_path
@@ -84,31 +89,41 @@ def speed() -> dict:
     runs = {f"chunk-{n}": (n, ["--long_documents", "chunk"]) for n in CHUNK_COUNTS}
     runs["truncate-16"] = (16, [])
     runs["chunk-16-all-chunks-at-once"] = (16, ["--long_documents", "chunk", "--chunk_budget", str(16 * BATCH)])
-    results = {}
-    for name, (chunks, flags) in runs.items():
-        path = group / f"documents-{chunks}.jsonl"
-        if not path.exists():
-            documents = documents_of(chunks, CHUNKS_PER_RUN // chunks, tokenizer)
-            path.write_text("".join(json.dumps(document) + "\n" for document in documents))
-        texts = [json.loads(line)["text"] for line in path.read_text().splitlines()]
-        read = tokens_read(texts, tokenizer, chunked=bool(flags))
-        measured = run_measured(
-            group / name, "--train_file", path, "--validation_file", path, "--test_file", path,
-            "--labels_file", labels_file(group), "--task_columns", "topic", "--max_seq_length", CHUNK_LENGTH,
-            "--per_device_train_batch_size", BATCH, "--per_device_eval_batch_size", BATCH, "--num_train_epochs", 1,
-            "--do_train", "--do_predict", "--save_strategy", "no", "--report_to", "none", *flags,
-        )  # fmt: skip
-        results[name] = {
-            "documents": len(texts),
-            "tokens_read_per_document": round(read / len(texts), 1),
-            "train_documents_per_s": round(measured["train_samples_per_second"], 2),
-            "train_tokens_per_s": round(measured["train_samples_per_second"] * read / len(texts)),
-            "predict_documents_per_s": round(measured["test_samples_per_second"], 2),
-            "predict_tokens_per_s": round(measured["test_samples_per_second"] * read / len(texts)),
-            "peak_rss_mib": measured["peak_rss_mib"],
-        }
-        print(name, results[name], flush=True)
-    return {"runs": results, "command": "python bench/long_documents.py --speed"}
+    figures = {name: [] for name in runs}
+    for repeat in range(repeats):
+        for name, (chunks, flags) in runs.items():
+            figures[name].append(measure(group, f"{name}-{repeat}", chunks, flags, tokenizer))
+            print(name, figures[name][-1], flush=True)
+    medians = {name: {key: statistics.median(run[key] for run in measured) for key in measured[0]}
+               for name, measured in figures.items()}  # fmt: skip
+    return {"repeats": repeats, "median": medians, "runs": figures,
+            "command": f"python bench/long_documents.py --speed --repeats {repeats}"}  # fmt: skip
+
+
+def measure(group: Path, name: str, chunks: int, flags: list[str], tokenizer) -> dict:
+    """One run of documents of `chunks` chunks: its throughput and peak RSS."""
+    path = group / f"documents-{chunks}.jsonl"
+    if not path.exists():
+        documents = documents_of(chunks, CHUNKS_PER_RUN // chunks, tokenizer)
+        path.write_text("".join(json.dumps(document) + "\n" for document in documents))
+    texts = [json.loads(line)["text"] for line in path.read_text().splitlines()]
+    read = tokens_read(texts, tokenizer, chunked=bool(flags))
+    shutil.rmtree(group / name, ignore_errors=True)  # a run of its own each time
+    measured = run_measured(
+        group / name, "--train_file", path, "--validation_file", path, "--test_file", path,
+        "--labels_file", labels_file(group), "--task_columns", "topic", "--max_seq_length", CHUNK_LENGTH,
+        "--per_device_train_batch_size", BATCH, "--per_device_eval_batch_size", BATCH, "--num_train_epochs", 1,
+        "--do_train", "--do_predict", "--save_strategy", "no", "--report_to", "none", *flags,
+    )  # fmt: skip
+    return {
+        "documents": len(texts),
+        "tokens_read_per_document": round(read / len(texts), 1),
+        "train_documents_per_s": round(measured["train_samples_per_second"], 2),
+        "train_tokens_per_s": round(measured["train_samples_per_second"] * read / len(texts)),
+        "predict_documents_per_s": round(measured["test_samples_per_second"], 2),
+        "predict_tokens_per_s": round(measured["test_samples_per_second"] * read / len(texts)),
+        "peak_rss_mib": measured["peak_rss_mib"],
+    }
 
 
 def labels_file(group) -> str:
@@ -186,12 +201,13 @@ def main() -> None:
     parser.add_argument("--speed", action="store_true", help="Throughput and peak RSS by chunks per document.")
     parser.add_argument("--reuters", action="store_true", help="F1 on Reuters-21578, truncated against chunked.")
     parser.add_argument("--rows", type=int, help="With --reuters: the first N stories of each split (a smoke test).")
+    parser.add_argument("--repeats", type=int, default=3, help="With --speed: runs of each, for medians.")
     args = parser.parse_args()
     if args.speed == args.reuters:
         parser.error("say what to measure: --speed or --reuters")
     key = "speed" if args.speed else "reuters" + (f"_rows{args.rows}" if args.rows else "")
     path = RESULTS / "long_documents.json"
-    result = speed() if args.speed else reuters(args.rows)
+    result = speed(args.repeats) if args.speed else reuters(args.rows)
     report = {**(read_json(path) if path.exists() else {}), key: result}
     print(json.dumps(write_results(path, report)[key], indent=2))
 
