@@ -25,7 +25,7 @@ from transformers import TrainerCallback
 from .errors import ArgumentError
 from .metrics import task_macro_f1_at_tuned_thresholds
 from .search_report import FINISHED, TEST_SCORE, SearchResult, optuna_trial_rows, ray_trial_rows, write_search_report
-from .search_space import KEEPS_COMMAND_LINE, TRAINING_FIELDS, SearchSpace
+from .search_space import KEEPS_COMMAND_LINE, TRAINING_FIELDS, SearchSpace, fixed_and_kept
 
 logger = logging.getLogger(__name__)
 
@@ -282,8 +282,7 @@ def top_up_queue(study, wanted: int, first_trial: dict) -> None:
     not both top it up."""
     counts = state_counts(study)
     if not counts and wanted:
-        fixed = {name: value for name, value in first_trial.items() if value is not None}
-        kept = [name for name, value in first_trial.items() if value is None]
+        fixed, kept = fixed_and_kept(first_trial)
         study.enqueue_trial(fixed, user_attrs={KEEPS_COMMAND_LINE: kept})
         counts["WAITING"] = 1
     for _ in range(wanted - sum(counts.get(state, 0) for state in (*FINISHED, "RUNNING", "WAITING"))):

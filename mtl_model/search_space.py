@@ -133,8 +133,14 @@ class SearchSpace:
         """A trial of `command_line_trial` as a point for Ray Tune to evaluate: its values, and the names of its
         None entries under KEEPS_COMMAND_LINE (Ray takes no None for a number's domain; the kept entries' samples
         are left out of the trial's settings)."""
-        kept = ",".join(name for name, value in trial.items() if value is None)
-        return {**{name: value for name, value in trial.items() if value is not None}, KEEPS_COMMAND_LINE: kept}
+        fixed, kept = fixed_and_kept(trial)
+        return {**fixed, KEEPS_COMMAND_LINE: ",".join(kept)}
+
+
+def fixed_and_kept(trial: dict) -> tuple[dict, list[str]]:
+    """A trial of `command_line_trial` → its values to fix, and the names of the entries it keeps (its None ones)."""
+    fixed = {name: value for name, value in trial.items() if value is not None}
+    return fixed, [name for name in trial if name not in fixed]
 
 
 def kept_entries(trial) -> set[str]:
