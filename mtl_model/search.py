@@ -370,6 +370,7 @@ def run_ray_search(
     )
     # Ray Tune runs each trial in a directory of its own; paths given relative to this one must still hold there.
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    datasets_by_value(trainer)
     storage = directory.resolve() / "ray"
     best = trainer.hyperparameter_search(
         backend="ray",
@@ -390,3 +391,12 @@ def run_ray_search(
         f"{best.run_id} ({search_args.hpo_objective} {best.objective:.4f} on the validation split)",
     )  # fmt: skip
     return result, ray_trial_rows(best.run_summary, space)
+
+
+def datasets_by_value(trainer) -> None:
+    """Puts the trainer's datasets in memory. Ray sends the trainer, pickled, to each trial's node; a dataset read
+    from Arrow cache files pickles as those files' paths, which another machine lacks, while one in memory pickles
+    its rows."""
+    trainer.train_dataset, trainer.eval_dataset = (
+        dataset.flatten_indices(keep_in_memory=True) for dataset in (trainer.train_dataset, trainer.eval_dataset)
+    )

@@ -3,6 +3,7 @@ ids, and the fresh-interpreter remote-code reload."""
 
 import csv
 import json
+import socket
 import subprocess
 import sys
 import textwrap
@@ -89,6 +90,13 @@ def base_args(tiny_bert_dir, output_dir, *extra):
         "--save_strategy", "no",
         *extra,
     ]  # fmt: skip
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a server a test starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def read_predictions(output_dir: Path) -> list[dict]:

@@ -4,23 +4,16 @@ in chunks, each text's chunks in one process."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import base_args, list_records, read_predictions, write_jsonl
+from helpers import base_args, free_port, list_records, read_predictions, write_jsonl
 from safetensors.torch import load_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # Chunks of 3 tokens overlapping by 1 (5 with [CLS] and [SEP]): the texts make 1 or 2 chunks each.

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import yaml
 from conftest import REPO_ROOT
-from helpers import base_args, list_records, random_case, write_jsonl
+from helpers import base_args, free_port, list_records, random_case, write_jsonl
 
 from mtl_model.decoding import per_label_vector
 from mtl_model.errors import ArgumentError
 from mtl_model.metrics import cross_fitted_macro_f1, multitask_metrics, tune_thresholds
+from mtl_model.search import datasets_by_value
 from mtl_model.search_space import KEEPS_COMMAND_LINE, command_line_values, read_search_space
 from run_mtl_classification import cli
 
@@ -351,7 +352,6 @@ def postgres_url():
     """A PostgreSQL server of its own, started on 127.0.0.1 in a temporary directory (as the postgres user when
     this runs as root: the server refuses root), stopped after the test."""
     import shutil
-    import socket
     import tempfile
 
     bin_dir = find_postgres_bin()
@@ -360,9 +360,7 @@ def postgres_url():
     if os.geteuid() == 0:
         shutil.chown(directory, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     data = os.path.join(directory, "data")
     subprocess.run([*as_user, f"{bin_dir}/initdb", "-D", data, "-U", "postgres", "--auth=trust"], check=True,
                    capture_output=True)  # fmt: skip
@@ -435,3 +433,83 @@ def test_ray_tune_search_on_a_local_ray_runtime(tiny_bert_dir, tmp_path, search_
     # The first trial runs the command line's settings, its classifier dropout kept at the encoder's own.
     assert [(float(row["learning_rate"]), row["classifier_dropout"]) for row in trials].count((1e-3, "")) == 1
     assert "Ray Tune search 'mtl-search' (ASHA), 2 trials" in (output_dir / "search" / "report.md").read_text()
+
+
+@pytest.fixture
+def ray_cluster(tmp_path, monkeypatch):
+    """A Ray cluster of two nodes, started as Ray documents for several machines: `ray start --head` on one,
+    `ray start --address HEAD:PORT` on each other, all with one token of Ray's token authentication; here both on this
+    machine. The head offers no CPU, so that every trial runs on the node that joined. Its files are in a temporary
+    directory of its own: in Ray's default one, the address it leaves behind would be the cluster that a later
+    `ray.init()` on this machine joins. Stopped after the test."""
+    import secrets
+    import shutil
+    import tempfile
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    ray, port = os.path.join(os.path.dirname(sys.executable), "ray"), free_port()
+    address = f"127.0.0.1:{port}"
+    directory = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths lie under it
+    node = ["--block", "--disable-usage-stats", "--object-store-memory", str(100 * 2**20), f"--temp-dir={directory}"]
+    head = ["--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false"]
+    log = open(tmp_path / "ray-nodes.log", "w", encoding="utf-8")  # noqa: SIM115 (closed after the nodes stop)
+    nodes = []
+    try:
+        for options in (head, [f"--address={address}", "--num-cpus=2"]):
+            nodes.append(subprocess.Popen([ray, "start", *options, *node], stdout=log, stderr=subprocess.STDOUT))
+            wait_for_ray_nodes(ray, address, len(nodes))
+        yield address
+    finally:
+        for process in nodes:
+            process.terminate()
+        for process in nodes:
+            process.wait(timeout=60)
+        log.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def wait_for_ray_nodes(ray: str, address: str, count: int, timeout: float = 120) -> None:
+    """Until `ray status` lists `count` active nodes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = subprocess.run([ray, "status", "--address", address], capture_output=True, text=True)
+        if status.stdout.count(" node_") == count:
+            return
+        time.sleep(2)
+    raise AssertionError(f"the Ray cluster at {address} never had {count} nodes: {status.stdout}{status.stderr}")
+
+
+def test_ray_tune_search_across_the_nodes_of_a_ray_cluster(tiny_bert_dir, tmp_path, search_data, ray_cluster,
+                                                          monkeypatch):  # fmt: skip
+    """The search command on the head of a cluster started with `ray start` (RAY_ADDRESS): its trials run on the
+    other node, the only one with CPUs, and finish."""
+    files, space = search_data
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster)
+    output_dir = tmp_path / "out"
+    process = worker(tiny_bert_dir, output_dir, files, space, 2, "--hpo_backend", "ray")
+    finish(process)
+    assert "Connecting to existing Ray cluster" in open(process.log.name, encoding="utf-8").read()
+    trials = read_trials(output_dir)
+    assert len(trials) == 2 and {row["state"] for row in trials} <= {"COMPLETE", "PRUNED"}
+    assert (output_dir / "search" / "best_config.yaml").exists()
+
+
+def test_ray_gets_the_datasets_by_value(tmp_path):
+    """Ray pickles the trainer to other machines: its datasets must carry their rows, not the paths of Arrow cache
+    files that only this machine has."""
+    import pickle
+
+    import datasets
+
+    rows = [{"text": f"text {i}", "labels": [i % 2]} for i in range(20)]
+    read = datasets.load_dataset("json", data_files=str(write_jsonl(tmp_path / "rows.jsonl", rows)), split="train",
+                                 cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    trainer = SimpleNamespace(train_dataset=read.select(range(12)), eval_dataset=read.select(range(12, 20)))
+    assert str(tmp_path / "cache") in str(pickle.dumps(trainer.train_dataset))  # as read: pickled as a path
+    datasets_by_value(trainer)
+    for dataset, expected in ((trainer.train_dataset, rows[:12]), (trainer.eval_dataset, rows[12:])):
+        pickled = pickle.dumps(dataset)
+        assert str(tmp_path / "cache") not in str(pickled)
+        assert pickle.loads(pickled).to_list() == expected
