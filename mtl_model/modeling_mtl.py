@@ -216,12 +216,14 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
         mask = attention_mask.unsqueeze(-1).to(last_hidden_state.dtype)  # [batch, seq, 1]
         return (last_hidden_state * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
+    def encode(self, arguments: dict, **kwargs) -> tuple:
+        """The encoder's inputs of some rows → its outputs, and their pooled vectors [rows, hidden] (`pool`)."""
+        outputs = self.base_model(**arguments, **kwargs)
+        attention_mask, pooler_output = arguments.get("attention_mask"), getattr(outputs, "pooler_output", None)
+        return outputs, self.pool(outputs.last_hidden_state, attention_mask, pooler_output)
+
     def pooled_rows(self, arguments: dict) -> torch.Tensor:
-        """The encoder's inputs of some rows → their pooled vectors [rows, hidden] (`pool`)."""
-        outputs = self.base_model(**arguments)
-        return self.pool(
-            outputs.last_hidden_state, arguments.get("attention_mask"), getattr(outputs, "pooler_output", None)
-        )
+        return self.encode(arguments)[1]
 
     def encoder_arguments(self, **inputs) -> dict:
         """The inputs the encoder takes. `token_type_ids` are dropped for encoders without token types (ModernBERT,
@@ -282,8 +284,7 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
             )
             outputs, pooled = None, torch.cat([run(group) for group in groups])
         else:
-            outputs = self.base_model(**arguments, **kwargs)
-            pooled = self.pool(outputs.last_hidden_state, attention_mask, getattr(outputs, "pooler_output", None))
+            outputs, pooled = self.encode(arguments, **kwargs)
         pooled = self.dropout(pooled)  # [rows, hidden]
         logits = torch.cat([head(pooled) for head in self.heads], dim=-1)  # [batch, total_labels]
         scores = self.chunk_attention(pooled) if hasattr(self, "chunk_attention") else None  # [batch, total_labels]
