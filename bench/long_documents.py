@@ -18,6 +18,7 @@ tokenizer), predicted alone from each trained model. --rows N: N stories of each
     python bench/long_documents.py --speed      # 3 repeats: about 17 minutes on 2 cores
     python examples/reuters/build_dataset.py --source ~/nltk_data/corpora/reuters.zip --output_dir data/reuters
     python bench/long_documents.py --reuters
+    python bench/long_documents.py --reuters --readings truncate-512 chunks-128-max   # those two first
 """
 
 import argparse
@@ -163,7 +164,9 @@ def longer_test_stories(directory: Path, tokenizer) -> Path:
     return path
 
 
-def reuters(rows: int | None) -> dict:
+def reuters(rows: int | None, readings: list[str], save) -> dict:
+    """Each seed in turn, each of `readings` in turn; the report so far is passed to `save` after every run, so a
+    session that ends mid-way keeps what finished (and a rerun finds those runs done)."""
     from transformers import AutoTokenizer
 
     from mtl_model.arguments import bundled_encoder_path
@@ -173,27 +176,33 @@ def reuters(rows: int | None) -> dict:
     longer = longer_test_stories(group, AutoTokenizer.from_pretrained(bundled_encoder_path()))
     splits = ("train", "eval", "predict") if rows else ()
     limit = [item for split in splits for item in (f"--max_{split}_samples", rows)]
-    by_seed = {}
-    for name, flags in READINGS.items():
-        for seed in SEEDS:
+    report = {
+        "seeds": list(SEEDS),
+        "test_f1_by_seed": {},
+        f"test_stories_longer_than_{LONG}_tokens": sum(1 for _ in longer.open()),
+        "command": "python bench/long_documents.py --reuters" + (f" --rows {rows}" if rows else ""),
+    }
+    for seed in SEEDS:
+        for name in readings:
+            flags = READINGS[name]
             directory = group / f"{name}-seed{seed}"
             results = run_cli(directory, REUTERS_CONFIG, *flags, *limit, "--seed", seed)
             predict_longer = ["--model_name_or_path", directory, "--test_file", longer, "--do_predict"]
             length = flags[flags.index("--max_seq_length") + 1]
             alone = run_cli(group / f"{name}-seed{seed}-longer-than-{LONG}", *predict_longer, "--max_seq_length",
                             length, "--report_to", "none")  # fmt: skip
-            by_seed.setdefault(name, []).append({
+            report["test_f1_by_seed"].setdefault(name, {})[seed] = {
                 "all_stories": f1_scores(results, ["topics"])["topics"],
                 f"stories_longer_than_{LONG}_tokens": f1_scores(alone, ["topics"])["topics"],
                 "train_runtime_s": round(results["train_runtime"]),
-            })  # fmt: skip
-    return {
-        "seeds": list(SEEDS),
-        "test_f1_by_seed": by_seed,
-        "test_f1_mean": {name: mean_over_seeds(runs) for name, runs in by_seed.items()},
-        f"test_stories_longer_than_{LONG}_tokens": sum(1 for _ in longer.open()),
-        "command": "python bench/long_documents.py --reuters" + (f" --rows {rows}" if rows else ""),
-    }  # fmt: skip
+            }  # fmt: skip
+            report["test_f1_mean"] = {
+                name: mean_over_seeds(list(runs.values()))
+                for name, runs in report["test_f1_by_seed"].items()
+                if len(runs) == len(SEEDS)
+            }
+            save(report)
+    return report
 
 
 def main() -> None:
@@ -201,15 +210,22 @@ def main() -> None:
     parser.add_argument("--speed", action="store_true", help="Throughput and peak RSS by chunks per document.")
     parser.add_argument("--reuters", action="store_true", help="F1 on Reuters-21578, truncated against chunked.")
     parser.add_argument("--rows", type=int, help="With --reuters: the first N stories of each split (a smoke test).")
+    parser.add_argument(
+        "--readings", nargs="+", choices=READINGS, default=list(READINGS),
+        help="With --reuters: which readings to run, in this order (default all); runs done before are reused.",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3, help="With --speed: runs of each, for medians.")
     args = parser.parse_args()
     if args.speed == args.reuters:
         parser.error("say what to measure: --speed or --reuters")
     key = "speed" if args.speed else "reuters" + (f"_rows{args.rows}" if args.rows else "")
     path = RESULTS / "long_documents.json"
-    result = speed(args.repeats) if args.speed else reuters(args.rows)
-    report = {**(read_json(path) if path.exists() else {}), key: result}
-    print(json.dumps(write_results(path, report)[key], indent=2))
+
+    def save(result: dict) -> dict:
+        return write_results(path, {**(read_json(path) if path.exists() else {}), key: result})[key]
+
+    result = speed(args.repeats) if args.speed else reuters(args.rows, args.readings, save)
+    print(json.dumps(save(result), indent=2))
 
 
 if __name__ == "__main__":
