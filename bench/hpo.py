@@ -14,6 +14,9 @@ For each dataset, runs of the CLI in bench/runs/hpo-<dataset>/ (a finished run i
     searched-<N>trials-seed<S>
                        the best_config.yaml of the search at N trials as it is, trained like a README run (a study
                        grown later by a larger --trials resumes, runs only the new trials, and may find another best)
+With --full_space, the search takes the default search space as it is, num_train_epochs (1 to 4) included, as a
+user running the search as it comes would (a trial costs one to four README runs): search-full-space/ and
+searched-full-space-<N>trials-seed<S>/.
 
 Then bench/results/hpo.json: test macro- and micro-F1 (thresholds tuned on validation) of both per seed and their
 mean, the search's trials, time, best settings, Spearman's rank correlation of the objective with the trials'
@@ -25,6 +28,7 @@ With --memory: the worker's peak RSS after each of --trials trials that differ o
 
     python examples/xed/build_dataset.py --source XED/AnnotatedData/en-annotated.tsv --output_dir data/xed
     python bench/hpo.py --dataset xed --trials 10      # about 40 minutes on 2 cores
+    python bench/hpo.py --dataset xed --trials 12 --full_space
     python bench/hpo.py --dataset goemotions --trials 6
     python bench/hpo.py --dataset xed --trials 12 --compare_pruners --max_train_samples 3000
     python bench/hpo.py --dataset xed --trials 10 --memory --max_train_samples 2000
@@ -62,12 +66,14 @@ SEARCH = ["--eval_strategy", "steps", "--eval_steps", "0.25", "--hpo_score_test"
 RESULTS_FILE = RESULTS / "hpo.json"
 
 
-def one_epoch_space(path: Path) -> Path:
-    """The default search space without num_train_epochs (every run trains the config's one epoch), at `path`."""
+def search_space(path: Path, full: bool) -> Path:
+    """The default search space, at `path`: as it is (`full`), or without num_train_epochs (every run trains the
+    config's one epoch)."""
     from importlib import resources
 
     space = yaml.safe_load(resources.files("mtl_model").joinpath("templates", "search_space.yaml").read_text())
-    del space["num_train_epochs"]
+    if not full:
+        del space["num_train_epochs"]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     return path
@@ -108,26 +114,26 @@ def search_facts(directory: Path) -> dict:
     }
 
 
-def run_search(directory: Path, config: Path, *options) -> dict:
+def run_search(directory: Path, config: Path, *options, full_space: bool = False) -> dict:
     """A search alone (no retraining) in `directory`, its facts (`search_facts`). A search saves no results file for
     run_cli to find: it is run again, and its study finds the trials done and runs none."""
-    space = one_epoch_space(directory.parent / "space.yaml")
+    space = search_space(directory.parent / ("full_space.yaml" if full_space else "space.yaml"), full_space)
     command = cli_command(config, *options, *SEARCH, "--hpo_space", space, "--output_dir", directory)
     subprocess.run(command, check=True, cwd=REPO)
     return search_facts(directory)
 
 
-def compare_with_readme(dataset: str, trials: int) -> dict:
+def compare_with_readme(dataset: str, trials: int, full_space: bool) -> dict:
     """The README's settings and the searched ones, each trained over SEEDS; the search's facts."""
     config, tasks, extra = DATASETS[dataset]
-    group = f"hpo-{dataset}"
+    group, space = f"hpo-{dataset}", "-full-space" if full_space else ""
     readme = {seed: run_cli(run_directory(group, "readme", seed), config, *extra, "--seed", seed) for seed in SEEDS}
-    search_dir = run_directory(group, "search")
-    facts = run_search(search_dir, config, *extra, "--hpo_trials", trials)
+    search_dir = run_directory(group, f"search{space}")
+    facts = run_search(search_dir, config, *extra, "--hpo_trials", trials, full_space=full_space)
     best_config = search_directory(search_dir) / "best_config.yaml"
     # A study grown by a later, larger --trials may have another best: its runs are its own.
-    searched = {seed: run_cli(run_directory(group, f"searched-{trials}trials", seed), best_config, "--seed", seed)
-                for seed in SEEDS}  # fmt: skip
+    searched = {seed: run_cli(run_directory(group, f"searched{space}-{trials}trials", seed), best_config, "--seed",
+                              seed) for seed in SEEDS}  # fmt: skip
     runs = {"readme": readme, "searched": searched}
     by_seed = {name: {seed: test_scores(results[seed], tasks) for seed in SEEDS} for name, results in runs.items()}
     return {
@@ -143,7 +149,7 @@ def compare_with_readme(dataset: str, trials: int) -> dict:
             name: [round(results[seed]["train_runtime"]) for seed in SEEDS] for name, results in runs.items()
         },  # fmt: skip
         "search": facts,
-        "command": bench_command(dataset, trials),
+        "command": bench_command(dataset, trials, *(["--full_space"] if full_space else [])),
     }
 
 
@@ -192,6 +198,10 @@ def main() -> None:
     parser.add_argument("--compare_pruners", action="store_true", help="One search per pruner instead.")
     parser.add_argument("--memory", action="store_true", help="Peak RSS over trials of the same settings instead.")
     parser.add_argument("--max_train_samples", type=int, default=4000, help="With --compare_pruners or --memory.")
+    parser.add_argument(
+        "--full_space", action="store_true",
+        help="The default search space as it is, num_train_epochs (1-4) included: a trial costs 1-4 README runs.",
+    )  # fmt: skip
     args = parser.parse_args()
 
     if args.compare_pruners:
@@ -199,7 +209,8 @@ def main() -> None:
     elif args.memory:
         key, result = f"{args.dataset}_memory", memory_over_trials(args.dataset, args.trials, args.max_train_samples)
     else:
-        key, result = f"{args.dataset}_{args.trials}trials", compare_with_readme(args.dataset, args.trials)
+        key = f"{args.dataset}_{args.trials}trials" + ("_full_space" if args.full_space else "")
+        result = compare_with_readme(args.dataset, args.trials, args.full_space)
     # Re-read: another comparison may have written its part meanwhile.
     report = {**(read_json(RESULTS_FILE) if RESULTS_FILE.exists() else {}), key: result}
     print(yaml.safe_dump(write_results(RESULTS_FILE, report)[key], sort_keys=False))
