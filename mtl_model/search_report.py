@@ -66,8 +66,9 @@ def ray_trial_rows(analysis, space) -> list[TrialRow]:
         state = RAY_STATES.get(trial.status, trial.status)
         if state == "COMPLETE" and not result.get("done"):
             state = "PRUNED"  # stopped by the scheduler before its training ended
+        worker = f"{result['hostname']}:{result['pid']}" if "hostname" in result else None  # as Optuna's trials
         rows.append(TrialRow(trial.trial_id, state, space.settings(trial.config), result.get("objective"),
-                             result.get("time_total_s"), None, result.get("hostname")))  # fmt: skip
+                             result.get("time_total_s"), None, worker))  # fmt: skip
     return rows
 
 

@@ -493,6 +493,7 @@ def test_ray_tune_search_across_the_nodes_of_a_ray_cluster(tiny_bert_dir, tmp_pa
     assert "Connecting to existing Ray cluster" in open(process.log.name, encoding="utf-8").read()
     trials = read_trials(output_dir)
     assert len(trials) == 2 and {row["state"] for row in trials} <= {"COMPLETE", "PRUNED"}
+    assert process.pid not in {int(row["worker"].split(":")[1]) for row in trials}  # host:pid of Ray's worker
     assert (output_dir / "search" / "best_config.yaml").exists()
 
 
