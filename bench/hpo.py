@@ -31,6 +31,7 @@ With --memory: the worker's peak RSS after each of --trials trials that differ o
     python bench/hpo.py --dataset xed --trials 12 --full_space
     python bench/hpo.py --dataset goemotions --trials 6
     python bench/hpo.py --dataset xed --trials 12 --compare_pruners --max_train_samples 3000
+    python bench/hpo.py --dataset xed --trials 12 --compare_pruners --max_train_samples 3000 --seed 1
     python bench/hpo.py --dataset xed --trials 10 --memory --max_train_samples 2000
 """
 
@@ -61,6 +62,7 @@ DATASETS = {
     "goemotions": (CONFIG, TASKS, ["--max_train_samples", "5000"]),
 }
 SEEDS = (42, 1)
+CONFIG_SEED = 42  # the example configs' seed
 PRUNERS = ("none", "median", "hyperband")
 SEARCH = ["--eval_strategy", "steps", "--eval_steps", "0.25", "--hpo_score_test", "--do_train", "false"]
 RESULTS_FILE = RESULTS / "hpo.json"
@@ -153,15 +155,16 @@ def compare_with_readme(dataset: str, trials: int, full_space: bool) -> dict:
     }
 
 
-def compare_pruners(dataset: str, trials: int, train_rows: int) -> dict:
-    """One search per pruner, the same seed (so TPE starts from the same settings) on the first `train_rows`
-    training rows: what each finds, and in what time."""
+def compare_pruners(dataset: str, trials: int, train_rows: int, seed: int) -> dict:
+    """One search per pruner, the same seed (so TPE starts from the same settings; the configs' own seed is
+    CONFIG_SEED) on the first `train_rows` training rows: what each finds, and in what time."""
     config, _, _ = DATASETS[dataset]
     compared = {}
     for pruner in PRUNERS:
-        directory = run_directory(f"hpo-{dataset}", f"pruner-{pruner}-rows{train_rows}")
+        name = f"pruner-{pruner}-rows{train_rows}"
+        directory = run_directory(f"hpo-{dataset}", name, None if seed == CONFIG_SEED else seed)
         facts = run_search(directory, config, "--max_train_samples", train_rows, "--hpo_trials", trials,
-                           "--hpo_pruner", pruner)  # fmt: skip
+                           "--hpo_pruner", pruner, "--seed", seed)  # fmt: skip
         best = facts["best_trial"]
         compared[pruner] = {
             **{key: facts[key] for key in ("trials", "seconds", "best_trial", "best_objective")},
@@ -170,7 +173,9 @@ def compare_pruners(dataset: str, trials: int, train_rows: int) -> dict:
             ),  # fmt: skip
             "spearman_objective_vs_test_macro_f1": facts["spearman_objective_vs_test_macro_f1"],
         }
-    compared["command"] = bench_command(dataset, trials, "--compare_pruners", "--max_train_samples", train_rows)
+    seed_option = [] if seed == CONFIG_SEED else ["--seed", seed]
+    compared["command"] = bench_command(dataset, trials, "--compare_pruners", "--max_train_samples", train_rows,
+                                        *seed_option)  # fmt: skip
     return compared
 
 
@@ -198,6 +203,7 @@ def main() -> None:
     parser.add_argument("--compare_pruners", action="store_true", help="One search per pruner instead.")
     parser.add_argument("--memory", action="store_true", help="Peak RSS over trials of the same settings instead.")
     parser.add_argument("--max_train_samples", type=int, default=4000, help="With --compare_pruners or --memory.")
+    parser.add_argument("--seed", type=int, default=CONFIG_SEED, help="With --compare_pruners: TPE's and training's.")
     parser.add_argument(
         "--full_space", action="store_true",
         help="The default search space as it is, num_train_epochs (1-4) included: a trial costs 1-4 README runs.",
@@ -205,7 +211,8 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.compare_pruners:
-        key, result = f"{args.dataset}_pruners", compare_pruners(args.dataset, args.trials, args.max_train_samples)
+        key = f"{args.dataset}_pruners" + ("" if args.seed == CONFIG_SEED else f"_seed{args.seed}")
+        result = compare_pruners(args.dataset, args.trials, args.max_train_samples, args.seed)
     elif args.memory:
         key, result = f"{args.dataset}_memory", memory_over_trials(args.dataset, args.trials, args.max_train_samples)
     else:
