@@ -16,7 +16,8 @@ For each dataset, runs of the CLI in bench/runs/hpo-<dataset>/ (a finished run i
                        grown later by a larger --trials resumes, runs only the new trials, and may find another best)
 With --full_space, the search takes the default search space as it is, num_train_epochs (1 to 4) included, as a
 user running the search as it comes would (a trial costs one to four README runs): search-full-space/ and
-searched-full-space-<N>trials-seed<S>/.
+searched-full-space-<N>trials-seed<S>/; and readme-<E>epochs-seed<S>/, the README's settings trained for the best
+trial's E epochs (how much of the gain the epochs alone bring).
 
 Then bench/results/hpo.json: test macro- and micro-F1 (thresholds tuned on validation) of both per seed and their
 mean, the search's trials, time, best settings, Spearman's rank correlation of the objective with the trials'
@@ -142,6 +143,12 @@ def compare_with_readme(dataset: str, trials: int, full_space: bool) -> dict:
     searched = {seed: run_cli(run_directory(group, f"searched{space}-{trials}trials", seed), best_config, "--seed",
                               seed) for seed in SEEDS}  # fmt: skip
     runs = {"readme": readme, "searched": searched}
+    if full_space:  # how much of the gain is the epochs alone: the README's settings at the best trial's epochs
+        epochs = facts["best_settings"]["num_train_epochs"]
+        runs["readme_at_searched_epochs"] = {
+            seed: run_cli(run_directory(group, f"readme-{epochs}epochs", seed), config, *extra, "--num_train_epochs",
+                          epochs, "--seed", seed) for seed in SEEDS
+        }  # fmt: skip
     by_seed = {name: {seed: test_scores(results[seed], tasks) for seed in SEEDS} for name, results in runs.items()}
     return {
         "test_f1_by_seed": by_seed,
