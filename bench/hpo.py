@@ -174,7 +174,7 @@ def compare_pruners(dataset: str, trials: int, train_rows: int, seed: int) -> di
     compared = {}
     for pruner in PRUNERS:
         name = f"pruner-{pruner}-rows{train_rows}"
-        directory = run_directory(f"hpo-{dataset}", name, None if seed == CONFIG_SEED else seed)
+        directory = run_directory(f"hpo-{dataset}", name, named_seed(seed))
         facts = run_search(directory, config, "--max_train_samples", train_rows, "--hpo_trials", trials,
                            "--hpo_pruner", pruner, "--seed", seed)  # fmt: skip
         best = facts["best_trial"]
@@ -185,10 +185,16 @@ def compare_pruners(dataset: str, trials: int, train_rows: int, seed: int) -> di
             ),  # fmt: skip
             "spearman_objective_vs_test_macro_f1": facts["spearman_objective_vs_test_macro_f1"],
         }
-    seed_option = [] if seed == CONFIG_SEED else ["--seed", seed]
+    seed_option = [] if named_seed(seed) is None else ["--seed", seed]
     compared["command"] = bench_command(dataset, trials, "--compare_pruners", "--max_train_samples", train_rows,
                                         *seed_option)  # fmt: skip
     return compared
+
+
+def named_seed(seed: int) -> int | None:
+    """`seed` where it is not the configs' own: the pruner runs of CONFIG_SEED, made before --seed, name none (in
+    their directories, command and results key), and so are found again."""
+    return None if seed == CONFIG_SEED else seed
 
 
 def memory_over_trials(dataset: str, trials: int, train_rows: int) -> dict:
@@ -223,7 +229,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.compare_pruners:
-        key = f"{args.dataset}_pruners" + ("" if args.seed == CONFIG_SEED else f"_seed{args.seed}")
+        key = f"{args.dataset}_pruners" + ("" if named_seed(args.seed) is None else f"_seed{args.seed}")
         result = compare_pruners(args.dataset, args.trials, args.max_train_samples, args.seed)
     elif args.memory:
         key, result = f"{args.dataset}_memory", memory_over_trials(args.dataset, args.trials, args.max_train_samples)

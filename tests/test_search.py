@@ -20,7 +20,7 @@ from helpers import base_args, free_port, list_records, random_case, write_jsonl
 from mtl_model.decoding import per_label_vector
 from mtl_model.errors import ArgumentError
 from mtl_model.metrics import cross_fitted_macro_f1, multitask_metrics, tune_thresholds
-from mtl_model.search import datasets_by_value
+from mtl_model.search_ray import datasets_by_value
 from mtl_model.search_space import KEEPS_COMMAND_LINE, command_line_values, read_search_space
 from run_mtl_classification import cli
 
