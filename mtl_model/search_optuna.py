@@ -82,7 +82,7 @@ def run_optuna_search(trainer, search_args, url: str, search: dict, first_trial:
                 trainer.hyperparameter_search(backend="optuna", n_trials=1, **search, **options)
             except StudyQueueEmpty:  # another worker took the last queued trial first
                 continue
-            log_progress(study, wanted, time.time() - started)
+            log_progress(study, trainer.current_trial.number, wanted, time.time() - started)
         elif counts.get("RUNNING"):  # another worker's, or a killed one's that is not stale yet
             time.sleep(HEARTBEAT_SECONDS)
         else:
@@ -184,11 +184,11 @@ def build_pruner(name: str):
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
 
 
-def log_progress(study, wanted: int, seconds: float) -> None:
-    """One line per trial this worker ran: its state, objective and time, and the best so far."""
+def log_progress(study, number: int, wanted: int, seconds: float) -> None:
+    """One line per trial this worker ran (trial `number`): its state, objective and time, and the best so far."""
     trials = study.get_trials(deepcopy=False)
     finished = [trial for trial in trials if trial.state.name in FINISHED]
-    mine = max((trial for trial in trials if trial.state.name != "WAITING"), key=lambda trial: trial.datetime_start)
+    mine = trials[number]
     value = "" if mine.value is None else f" {mine.value:.4f}"
     best = study.best_trial if any(trial.state.name == "COMPLETE" for trial in trials) else None
     logger.info("Search: trial %d %s%s in %.0f s, peak RSS %s MiB; %d/%d finished; best: trial %s%s", mine.number,

@@ -4,6 +4,7 @@ a study that resumes after a kill and is shared by concurrent workers, on SQLite
 import csv
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -315,7 +316,7 @@ def running_trial_is_training(path) -> bool:
 def test_a_killed_search_resumes_and_retries_the_trial_cut_short(tiny_bert_dir, tmp_path, search_data):
     files, space = search_data
     output_dir = tmp_path / "out"
-    slow = ("--num_train_epochs", "60")  # trials long enough (seconds) to be killed inside one
+    slow = ("--num_train_epochs", "20")  # trials long enough (seconds) to be killed inside one
     process = worker(tiny_bert_dir, output_dir, files, space, 3, *slow)
     database = output_dir / "search" / "study.db"
     deadline = time.time() + 240
@@ -374,19 +375,26 @@ def postgres_url():
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def run_two_workers(tiny_bert_dir, tmp_path, files, space, output_dirs, *shared) -> None:
-    workers = [worker(tiny_bert_dir, output_dir, files, space, 5, "--num_train_epochs", "6", *shared)
+def run_two_workers(tiny_bert_dir, tmp_path, files, space, output_dirs, *shared) -> list[subprocess.Popen]:
+    workers = [worker(tiny_bert_dir, output_dir, files, space, 5, "--num_train_epochs", "3", *shared)
                for output_dir in output_dirs]  # fmt: skip
     for process in workers:
         finish(process)
+    return workers
 
 
-def check_exactly_five_trials_by_two_workers(study) -> None:
+def check_exactly_five_trials_by_two_workers(study, workers: list[subprocess.Popen]) -> None:
     trials = study.get_trials()
     states = [trial.state.name for trial in trials]
     assert len(states) == 5 and set(states) <= {"COMPLETE", "PRUNED"}, states  # exactly N: none extra, none waiting
     assert len({trial.user_attrs["worker"] for trial in trials}) == 2  # both workers ran trials
     assert len({trial.params["learning_rate"] for trial in trials}) == 5  # each worker sampled with its own seed
+    # Each worker's progress lines: the trials it ran itself, each once, finished, whatever the other was running.
+    for process in workers:
+        logged = re.findall(r"Search: trial (\d+) (\w+)", open(process.log.name, encoding="utf-8").read())
+        ran = sorted(trial.number for trial in trials if trial.user_attrs["worker"].endswith(f":{process.pid}"))
+        assert sorted(int(number) for number, _ in logged) == ran
+        assert {state for _, state in logged} <= {"COMPLETE", "PRUNED"}
 
 
 def test_two_workers_on_postgresql_finish_exactly_n_trials(tiny_bert_dir, tmp_path, search_data, postgres_url):
@@ -396,8 +404,9 @@ def test_two_workers_on_postgresql_finish_exactly_n_trials(tiny_bert_dir, tmp_pa
     files, space = search_data
     output_dirs = [tmp_path / "worker0", tmp_path / "worker1"]
     shared = ("--hpo_storage", postgres_url, "--hpo_study_name", "two-workers")
-    run_two_workers(tiny_bert_dir, tmp_path, files, space, output_dirs, *shared)
-    check_exactly_five_trials_by_two_workers(optuna.load_study(study_name="two-workers", storage=postgres_url))
+    workers = run_two_workers(tiny_bert_dir, tmp_path, files, space, output_dirs, *shared)
+    study = optuna.load_study(study_name="two-workers", storage=postgres_url)
+    check_exactly_five_trials_by_two_workers(study, workers)
     assert all(len(read_trials(output_dir)) == 5 for output_dir in output_dirs)  # each reports the whole study
 
 
@@ -407,9 +416,9 @@ def test_two_workers_on_the_default_sqlite_study_finish_exactly_n_trials(tiny_be
 
     files, space = search_data
     output_dir = tmp_path / "out"
-    run_two_workers(tiny_bert_dir, tmp_path, files, space, [output_dir, output_dir])
+    workers = run_two_workers(tiny_bert_dir, tmp_path, files, space, [output_dir, output_dir])
     storage = f"sqlite:///{output_dir / 'search' / 'study.db'}"
-    check_exactly_five_trials_by_two_workers(optuna.load_study(study_name="mtl-search", storage=storage))
+    check_exactly_five_trials_by_two_workers(optuna.load_study(study_name="mtl-search", storage=storage), workers)
 
 
 # Ray Tune
