@@ -45,6 +45,9 @@ class Chunking:
         if options.get("long_documents") != "chunk":
             return None
         length, stride = options["chunk_length"], options["chunk_stride"]
+        if length is None:
+            raise ValueError("long_documents='chunk' needs the config's chunk_length, the tokens of a chunk (a "
+                             "training run sets it to its --max_seq_length)")  # fmt: skip
         return cls(length, length // 4 if stride is None else stride, options["max_chunks"])
 
     def tokenize(self, tokenizer, texts: list[str]) -> tuple[dict, np.ndarray]:
@@ -92,7 +95,9 @@ def pool_chunks(chunk_logits, chunk_texts, pooling: str, chunk_scores=None, xp=n
     [chunks, labels]. chunk_texts: [chunks], each chunk's text, 0 to texts - 1, every text with a chunk.
 
     `xp` is the array library: torch for the model (training, and so differentiable), numpy for ONNX Runtime. The
-    texts' chunks are selected by a [texts, chunks] mask rather than by scatter, which numpy lacks."""
+    texts' chunks are selected by a [texts, chunks] mask, the same expressions in both libraries (their segment
+    reductions differ: numpy's `reduceat`, torch's `scatter_reduce`), at the cost of [texts, chunks, labels] floats
+    a batch: 64 texts of 4 chunks at 1,000 labels, 65 MB."""
     texts = int(chunk_texts.max()) + 1
     # 0 … texts - 1 on the chunks' device, as any array library makes it (there are never more texts than chunks).
     text_ids = xp.cumsum(xp.ones_like(chunk_texts[:texts]), 0) - 1

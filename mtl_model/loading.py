@@ -142,22 +142,30 @@ def build_config(
 def text_chunking(model_args, data_args, tasks: dict[str, list[str]], given: set[str], training: bool, tokenizer):
     """How the run reads a text longer than one chunk (`Chunking`), None where its model truncates: as the model's
     options say (those given over a saved model's own), in chunks of --max_seq_length tokens when it trains, of the
-    model's own chunk length when it only predicts. Refused by flag before any text is tokenized: text pairs, a
-    stride that leaves no new token to a chunk, another --max_seq_length than the model's chunks."""
+    model's own chunk length when it only predicts (its own stride too, unless trained again at another length).
+    Refused by flag before any text is tokenized: text pairs, a stride that leaves no new token to a chunk, another
+    --max_seq_length than the model's chunks; chunk flags given to a truncating run are named in the log."""
     where, options = model_args.model_name_or_path, model_args.given_options(tasks, given)
     options = {name: value for name, value in options.items() if name in CHUNK_OPTIONS}
     config = build_config(where, tasks, options, training=training, cache_dir=model_args.cache_dir)
     if config.long_documents != "chunk":
+        chunk_flags = [*(option for option in CHUNK_OPTIONS if option != "long_documents"), "chunk_budget"]
+        unused = [f"--{flag}" for flag in chunk_flags if flag in given]
+        if unused:
+            logger.warning("%s: not used, the model truncates texts (--long_documents truncate)", ", ".join(unused))
         return None
     if data_args.text_pair_column_name:
         raise ArgumentError("--text_pair_column_name: text pairs are not read in chunks (--long_documents chunk); "
                             "give one text column, or --long_documents truncate")  # fmt: skip
-    length = data_args.max_seq_length if training else config.chunk_length
+    # A plain encoder predicting untrained (no chunk length of its own yet) reads chunks of the flag's length.
+    length = data_args.max_seq_length if training or config.chunk_length is None else config.chunk_length
     if "max_seq_length" in given and data_args.max_seq_length != length:
         raise ArgumentError(f"--max_seq_length {data_args.max_seq_length}: --model_name_or_path {where} reads texts "
                             f"in chunks of {length} tokens, as it was trained; leave the flag out, or train again "
                             "(--do_train)")  # fmt: skip
-    chunking = Chunking.of({**vars(config), "chunk_length": length})
+    # A saved stride fits its own chunk length: trained again at another, the default stride unless one is given.
+    stride = config.chunk_stride if "chunk_stride" in given or length == config.chunk_length else None
+    chunking = Chunking.of({**vars(config), "chunk_length": length, "chunk_stride": stride})
     room = length - tokenizer.num_special_tokens_to_add(pair=False)
     if chunking.stride >= room:
         raise ArgumentError(f"--chunk_stride {chunking.stride} must be below the chunk length {length} minus "

@@ -23,6 +23,7 @@ from transformers.trainer_utils import PredictionOutput, speed_metrics
 from .batching import CHUNK_TEXT, longest_first
 from .configuration_mtl import IGNORE_INDEX
 from .data import token_lengths
+from .errors import ArgumentError
 from .metrics import tune_thresholds
 from .model_card import CardFacts, build_model_card
 from .modeling_mtl import HEAD_MODULES
@@ -125,6 +126,14 @@ class MultiTaskTrainer(Trainer):
 
     def __init__(self, *args, head_learning_rate: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.args.n_gpu > 1 and getattr(self.model.config, "long_documents", None) == "chunk":
+            # `nn.DataParallel` splits chunk tensors by chunk and labels by text, so a text's chunks would be pooled
+            # on several replicas, against another replica's labels.
+            raise ArgumentError(
+                f"--long_documents chunk: this process sees {self.args.n_gpu} GPUs, which the Trainer would share "
+                "out as nn.DataParallel, splitting texts' chunks; launch one process per GPU (accelerate launch or "
+                "torchrun), or show this one a single GPU (CUDA_VISIBLE_DEVICES=0)"
+            )
         release = ReleaseFreedMemory.for_training(self.args)
         if release is not None:
             self.add_callback(release)

@@ -2,7 +2,9 @@
 pooled per text (max, mean, attention), the text the unit of the loss, metrics and predictions, the options stored
 and reloaded, and bad flags refused by name."""
 
+import csv
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -11,10 +13,15 @@ from helpers import assert_fresh_interpreter_reproduces_logits, base_args, read_
 from transformers import AutoModel, AutoTokenizer
 
 from mtl_model import MultiTaskConfig
+from mtl_model.arguments import MultiTaskTrainingArguments
 from mtl_model.batching import Chunking, flatten_texts, group_chunks, pool_chunks
 from mtl_model.data import ChunkedTextCollator
+from mtl_model.errors import ArgumentError
+from mtl_model.loading import build_config, load_model, text_chunking
 from mtl_model.modeling_mtl import EncoderForMultiTaskMultiLabel, padded_batch
 from mtl_model.onnx_classifier import ExportTokenizer, OnnxMultiTaskClassifier
+from mtl_model.parsing import parse_arguments
+from mtl_model.trainer import MultiTaskTrainer
 from run_mtl_classification import cli
 
 TASKS = {"mood": ["angry", "happy", "sad"], "topic": ["day", "movie"]}
@@ -97,8 +104,6 @@ def test_grouped_chunks_flatten_back_in_text_order():
 
 
 def tiny_model(tiny_bert_dir, pooling: str) -> EncoderForMultiTaskMultiLabel:
-    from mtl_model.loading import build_config, load_model
-
     options = dict(long_documents="chunk", chunk_pooling=pooling, chunk_length=16, chunk_stride=4, max_chunks=6)
     torch.manual_seed(0)
     return load_model(str(tiny_bert_dir), build_config(str(tiny_bert_dir), TASKS, options, training=True)).eval()
@@ -151,6 +156,43 @@ def test_a_chunk_budget_encodes_in_groups_with_the_same_loss_and_gradients(tiny_
     assert rows_per_pass == [chunks] + [4, 4, 4, 3] + [3, 4, 4, 4]
     assert torch.allclose(results[None][0], results[4][0], atol=1e-6)
     assert all(torch.allclose(one, other, atol=1e-5) for one, other in zip(results[None][1], results[4][1]))
+
+
+def test_the_trainer_holds_a_budget_of_chunks_in_training_and_evaluation(tiny_bert_dir, tmp_path):
+    """Training takes --chunk_budget chunks at once (default the training batch size), evaluation
+    --per_device_eval_batch_size."""
+    model = tiny_model(tiny_bert_dir, "max").train()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    chunked = model.tokenize(TEXTS, tokenizer)
+    batch = padded_batch([{name: values[text] for name, values in chunked.items()} for text in range(len(TEXTS))],
+                         tokenizer, chunked=True)  # fmt: skip
+    batch["labels"] = torch.ones(len(TEXTS), 5)
+    rows_per_pass = []
+    model.bert.register_forward_hook(lambda module, args, kwargs, output: rows_per_pass.append(
+        kwargs["input_ids"].shape[0]), with_kwargs=True)  # fmt: skip
+    counts = torch.tensor([len(TEXTS) * 3, len(TEXTS) * 2])  # annotated entries per task
+    for budget, expected in ((6, [6, 6, 3]), (None, [2] * 7 + [1])):  # 15 chunks
+        args = MultiTaskTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True,
+                                          per_device_train_batch_size=2, chunk_budget=budget)  # fmt: skip
+        rows_per_pass.clear()
+        with torch.no_grad():
+            MultiTaskTrainer(model=model, args=args).compute_loss(model, batch, num_items_in_batch=counts)
+        assert rows_per_pass == expected
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True,
+                                      per_device_eval_batch_size=5)  # fmt: skip
+    rows_per_pass.clear()
+    MultiTaskTrainer(model=model.eval(), args=args).prediction_step(model, batch, prediction_loss_only=False)
+    assert rows_per_pass == [5, 5, 5]
+
+
+def test_chunked_texts_refuse_data_parallel(tiny_bert_dir, tmp_path):
+    """`nn.DataParallel` would split a text's chunks over replicas: several GPUs in one process are refused."""
+    args = MultiTaskTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    args._n_gpu = 2  # what TrainingArguments counts on a machine with 2 GPUs (read once set up, as here)
+    with pytest.raises(ArgumentError, match="--long_documents chunk: this process sees 2 GPUs"):
+        MultiTaskTrainer(model=tiny_model(tiny_bert_dir, "max"), args=args)
+    truncating = load_model(str(tiny_bert_dir), build_config(str(tiny_bert_dir), TASKS, training=True))
+    assert MultiTaskTrainer(model=truncating, args=args).args.n_gpu == 2
 
 
 def test_the_collator_keeps_each_text_whole_with_its_labels(tiny_bert_dir):
@@ -212,8 +254,12 @@ def test_a_chunked_run_predicts_per_text_and_the_saved_model_scores_as_the_cli(
     test_texts = [json.loads(line)["text"] for line in long_files["test"].read_text().splitlines()]
     predictions = read_predictions(output_dir)
     assert [line["text"] for line in predictions] == test_texts  # one line per text, in input order
-    results = json.loads((output_dir / "all_results.json").read_text())
-    assert results["test_samples"] == len(test_texts) and results["eval_samples"] == 16
+    # The evaluation report counts texts, not chunks: each label's support is its texts in the test file.
+    rows = [json.loads(line) for line in long_files["test"].read_text().splitlines()]
+    for task in ("mood", "topic"):
+        with open(output_dir / "evaluation" / f"test_{task}.csv") as report:
+            support = {row["label"]: int(row["support"]) for row in csv.DictReader(report)}
+        assert support == {label: sum(label in row[task] for row in rows) for label in config["tasks"][task]}
 
     # The saved model, loaded as users load it, chunks and pools as the run did: the same scores.
     model = AutoModel.from_pretrained(output_dir, trust_remote_code=True)
@@ -258,7 +304,7 @@ def test_bad_chunking_flags_exit_2_naming_the_flag(tiny_bert_dir, tmp_path, long
     assert not (tmp_path / "out" / "config.json").exists()
 
 
-def test_a_saved_chunking_model_refuses_another_chunk_length_or_pooling(tiny_bert_dir, tmp_path, long_files, capsys):
+def test_a_saved_chunking_model_reads_its_own_chunks_until_trained_again(tiny_bert_dir, tmp_path, long_files, capsys):
     output_dir = tmp_path / "out"
     assert cli(chunk_args(tiny_bert_dir, output_dir, long_files, "--do_train")) == 0
     predict = predict_alone(output_dir, tmp_path / "p", long_files["test"])
@@ -266,8 +312,55 @@ def test_a_saved_chunking_model_refuses_another_chunk_length_or_pooling(tiny_ber
     assert "--max_seq_length 32: --model_name_or_path" in capsys.readouterr().err
     assert cli([*predict, "--chunk_pooling", "mean"]) == 2
     assert "an option of training changes only by training again" in capsys.readouterr().err
+    # Trained again in chunks of 6 tokens, where its stride of 4 would leave no new token: the default stride.
+    again = base_args(output_dir, tmp_path / "again", "--train_file", str(long_files["train"]), "--task_columns",
+                      "mood,topic", "--max_seq_length", "6", "--do_train")  # fmt: skip
+    assert cli(again) == 0
+    config = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert (config["chunk_length"], config["chunk_stride"], config["max_chunks"]) == (6, 1, 5)
 
 
 def test_the_default_config_truncates():
     config = MultiTaskConfig(tasks=TASKS)
     assert config.long_documents == "truncate" and Chunking.of(vars(config)) is None
+
+
+def test_a_config_that_chunks_needs_its_chunk_length():
+    config = MultiTaskConfig(tasks=TASKS, long_documents="chunk")
+    with pytest.raises(ValueError, match="long_documents='chunk' needs the config's chunk_length"):
+        Chunking.of(vars(config))
+
+
+def test_a_plain_encoder_predicts_untrained_in_chunks_of_the_flags_length(tiny_bert_dir, tmp_path, long_files):
+    output_dir = tmp_path / "out"
+    assert cli(chunk_args(tiny_bert_dir, output_dir, long_files, "--do_predict")) == 0
+    test_texts = [json.loads(line)["text"] for line in long_files["test"].read_text().splitlines()]
+    assert [line["text"] for line in read_predictions(output_dir)] == test_texts
+
+
+def test_texts_not_read_whole_are_counted_in_the_log_of_every_run(tiny_bert_dir, tmp_path, long_files, caplog):
+    """Counted from the encoded splits, so also by a second run, whose encoding comes from the cache."""
+    texts = [json.loads(line)["text"] for line in long_files["test"].read_text().splitlines()]
+    chunked, dropped = Chunking(16, 4, max_chunks=5).tokenize(AutoTokenizer.from_pretrained(tiny_bert_dir), texts)
+    several = [row + 1 for row, chunks in enumerate(chunked["input_ids"]) if len(chunks) > 1]
+    cut = np.flatnonzero(dropped) + 1
+    assert 5 < len(several) < len(texts) and 0 < len(cut) <= 5
+    for run in ("first", "again"):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="mtl_model"):
+            assert cli(chunk_args(tiny_bert_dir, tmp_path / run, long_files, "--do_predict")) == 0
+        first = ", ".join(map(str, several[:5]))
+        assert f"{long_files['test']}: {len(several)} texts longer than --max_seq_length 16 tokens (read in chunks) " \
+               f"(rows {first}, …)" in caplog.text  # fmt: skip
+        assert f": {len(cut)} texts of more than --max_chunks 5 chunks, {dropped.sum()} chunks dropped in all " \
+               f"(their tokens are not read) (rows {', '.join(map(str, cut))})" in caplog.text  # fmt: skip
+
+
+def test_chunk_flags_of_a_truncating_run_are_named_unused(tiny_bert_dir, tmp_path, long_files, caplog):
+    model_args, data_args, _, _, given = parse_arguments(
+        chunk_args(tiny_bert_dir, tmp_path / "out", long_files, "--long_documents", "truncate", "--chunk_budget", "4")
+    )
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    with caplog.at_level(logging.WARNING, logger="mtl_model"):
+        assert text_chunking(model_args, data_args, TASKS, given, True, tokenizer) is None
+    assert "--chunk_stride, --max_chunks, --chunk_budget: not used, the model truncates texts" in caplog.text

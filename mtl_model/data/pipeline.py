@@ -5,15 +5,19 @@ import logging
 from collections import Counter
 from typing import Protocol
 
-from datasets import DatasetDict
+import numpy as np
+from datasets import Dataset, DatasetDict
 
 from ..batching import Chunking, token_count
 from ..decoding import TASK_LABEL_SEPARATOR
 from ..errors import DataError
 from .labels import LabelEncoder, TaskSource, check_label_kinds, collect_label_sets, feature_label_names, task_sources
-from .statistics import LENGTH_COLUMN, task_label_counts
+from .statistics import LENGTH_COLUMN, task_label_counts, token_lengths
 
 logger = logging.getLogger(__name__)
+
+# Chunks dropped beyond --max_chunks per row: stored by the encoding for the log, removed after it.
+CHUNKS_DROPPED_COLUMN = "chunks_dropped"
 
 
 def check_texts(batch: dict, rows: list[int], text_columns: list[str], where: str, counts: Counter) -> None:
@@ -131,6 +135,7 @@ def encode_splits(
             num_proc=spec.preprocessing_num_workers,
             desc=f"Validating and tokenizing {split}",
         )
+        encoded[split] = log_texts_not_read_whole(encoded[split], where[split], spec.max_seq_length, chunking)
     encoded = DatasetDict(encoded)
     log_annotation_counts(encoded, tasks)
     return encoded
@@ -166,11 +171,9 @@ def _encode_batch(
     texts = [batch[column] for column in text_columns]
     if chunking is None:
         features = dict(tokenizer(*texts, truncation=True, max_length=max_seq_length))
-        at_limit = sum(len(ids) >= max_seq_length for ids in features["input_ids"])
-        if at_limit:
-            counts[f"texts at --max_seq_length {max_seq_length} tokens (longer ones are truncated)"] += at_limit
     else:
-        features = chunked_features(tokenizer, texts[0], chunking, counts)
+        features, dropped = chunking.tokenize(tokenizer, texts[0])
+        features[CHUNKS_DROPPED_COLUMN] = dropped.tolist()
     features[LENGTH_COLUMN] = [token_count(ids) for ids in features["input_ids"]]
     if with_labels:
         features["labels"] = encoder.encode(batch, indices, where, counts)
@@ -179,17 +182,30 @@ def _encode_batch(
     return features
 
 
-def chunked_features(tokenizer, texts: list[str], chunking: Chunking, counts: Counter) -> dict:
-    """Texts in chunks ({input name: [ids per chunk]} per text), the texts of several chunks and the chunks dropped
-    beyond --max_chunks counted."""
-    features, dropped = chunking.tokenize(tokenizer, texts)
-    several = sum(len(chunks) > 1 for chunks in features["input_ids"])
-    if several:
-        counts[f"texts longer than --max_seq_length {chunking.length} tokens (read in chunks)"] += several
-    if dropped.any():
-        counts[f"texts of more than --max_chunks {chunking.max_chunks} chunks"] += int((dropped > 0).sum())
-        counts["chunks dropped beyond --max_chunks (their tokens are not read)"] += int(dropped.sum())
-    return features
+def log_texts_not_read_whole(dataset: Dataset, where: str, max_seq_length: int, chunking: Chunking | None) -> Dataset:
+    """Count in the log the texts cut at --max_seq_length, or read in chunks and cut at --max_chunks, with their
+    first rows; the split without its dropped-chunks column. Counted from the stored columns, not while encoding,
+    so that a run whose encoded splits come from the cache logs them too."""
+    lengths = token_lengths(dataset)  # [rows]: tokens read, every chunk's
+    if chunking is None:
+        log_rows(where, lengths >= max_seq_length, f"texts at --max_seq_length {max_seq_length} tokens (longer ones "
+                 "are truncated)", logging.WARNING)  # fmt: skip
+        return dataset
+    # A text of several chunks reads more tokens than one chunk holds: its first chunk is full.
+    log_rows(where, lengths > chunking.length, f"texts longer than --max_seq_length {chunking.length} tokens (read "
+             "in chunks)", logging.INFO)  # fmt: skip
+    dropped = dataset.with_format("numpy")[CHUNKS_DROPPED_COLUMN][:]  # [rows]
+    log_rows(where, dropped > 0, f"texts of more than --max_chunks {chunking.max_chunks} chunks, {dropped.sum()} "
+             "chunks dropped in all (their tokens are not read)", logging.WARNING)  # fmt: skip
+    return dataset.remove_columns(CHUNKS_DROPPED_COLUMN)
+
+
+def log_rows(where: str, rows: np.ndarray, what: str, level: int, shown: int = 5) -> None:
+    """Log '`where`: N `what` (rows a, b, …)': the rows where `rows` [rows] is true, the first `shown` by number."""
+    count = int(rows.sum())
+    if count:
+        first = ", ".join(str(row + 1) for row in np.flatnonzero(rows)[:shown]) + (", …" if count > shown else "")
+        logger.log(level, "%s: %d %s (rows %s)", where, count, what, first)
 
 
 def _require_task_columns(dataset, sources: list[TaskSource], where: str) -> None:
