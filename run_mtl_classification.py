@@ -241,9 +241,9 @@ def setup_logging(training_args) -> None:
 
 def model_config(model_args, data_args, training: bool, given: set[str], tasks, encoded, saved_tasks, chunking):
     """The model's config: a model of ours keeps its own value of every option but those the user gave; a model
-    trained on chunks keeps their length and stride."""
+    trained on chunks keeps their length and stride, a new one (trained or not) takes this run's."""
     options = model_args.given_options(tasks, given)
-    if chunking and training:
+    if chunking and (training or saved_tasks is None):
         options.update(chunk_length=chunking.length, chunk_stride=chunking.stride)
     if "label_hierarchy" in given:
         options["label_hierarchy"] = read_label_hierarchy(data_args.label_hierarchy, tasks)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
 from mtl_model.arguments import DataTrainingArguments
-from mtl_model.data import encode_splits, resolve_tasks
+from mtl_model.data import encode_splits, pipeline, resolve_tasks
 from mtl_model.data.cells import parse_label_cell, parse_wide_cell
 from mtl_model.data.labels import TaskSource, check_label_kinds
 from mtl_model.errors import DataError
@@ -135,3 +135,20 @@ def test_integer_ids_are_encoded_as_the_labels_files_names(tiny_bert_dir, tmp_pa
     tasks, encoded = encoded_train(tiny_bert_dir, rows, spec)
     assert tasks == {"mood": ["angry", "happy", "sad"]}
     assert encoded["labels"] == [[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [-100.0, -100.0, -100.0]]
+
+
+def test_the_encodings_cache_fingerprint_follows_its_code(tiny_bert_dir, monkeypatch):
+    """datasets fingerprints a module-level function by its name, not its code: the encoding's source is hashed into
+    its fingerprint, so that splits cached by other code are not reused."""
+    raw = DatasetDict({"train": Dataset.from_list([{"text": "good day", "mood": ["happy"]}])})
+    where, spec = {"train": "train.jsonl"}, DataTrainingArguments(task_columns="mood")
+    tasks, sources = resolve_tasks(raw, where, spec)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+
+    def fingerprint() -> str:
+        return encode_splits(raw, where, spec, tasks, sources, tokenizer)["train"]._fingerprint
+
+    first = fingerprint()
+    assert fingerprint() == first
+    monkeypatch.setattr(pipeline, "encoding_code", lambda: "the code of another version")
+    assert fingerprint() != first

@@ -304,7 +304,9 @@ def test_bad_chunking_flags_exit_2_naming_the_flag(tiny_bert_dir, tmp_path, long
     assert not (tmp_path / "out" / "config.json").exists()
 
 
-def test_a_saved_chunking_model_reads_its_own_chunks_until_trained_again(tiny_bert_dir, tmp_path, long_files, capsys):
+def test_a_saved_chunking_model_reads_its_own_chunks_until_trained_again(
+    tiny_bert_dir, tmp_path, long_files, capsys, caplog
+):
     output_dir = tmp_path / "out"
     assert cli(chunk_args(tiny_bert_dir, output_dir, long_files, "--do_train")) == 0
     predict = predict_alone(output_dir, tmp_path / "p", long_files["test"])
@@ -315,7 +317,11 @@ def test_a_saved_chunking_model_reads_its_own_chunks_until_trained_again(tiny_be
     # Trained again in chunks of 6 tokens, where its stride of 4 would leave no new token: the default stride.
     again = base_args(output_dir, tmp_path / "again", "--train_file", str(long_files["train"]), "--task_columns",
                       "mood,topic", "--max_seq_length", "6", "--do_train")  # fmt: skip
-    assert cli(again) == 0
+    with caplog.at_level(logging.WARNING, logger="mtl_model"):
+        assert cli(again) == 0
+    assert (
+        "its stride of 4 tokens was for its chunks of 16; chunks of 6 overlap by the default, 1 tokens" in caplog.text
+    )
     config = json.loads((tmp_path / "again" / "config.json").read_text())
     assert (config["chunk_length"], config["chunk_stride"], config["max_chunks"]) == (6, 1, 5)
 
@@ -333,9 +339,13 @@ def test_a_config_that_chunks_needs_its_chunk_length():
 
 def test_a_plain_encoder_predicts_untrained_in_chunks_of_the_flags_length(tiny_bert_dir, tmp_path, long_files):
     output_dir = tmp_path / "out"
-    assert cli(chunk_args(tiny_bert_dir, output_dir, long_files, "--do_predict")) == 0
+    run = chunk_args(tiny_bert_dir, output_dir, long_files, "--do_predict", "--inference_backend", "onnx")
+    assert cli(run) == 0
     test_texts = [json.loads(line)["text"] for line in long_files["test"].read_text().splitlines()]
     assert [line["text"] for line in read_predictions(output_dir)] == test_texts
+    config = json.loads((output_dir / "onnx" / "config.json").read_text())
+    assert (config["chunk_length"], config["chunk_stride"], config["max_chunks"]) == (16, 4, 5)
+    assert "in chunks of 16 tokens overlapping by 4 (at most 5)" in (output_dir / "README.md").read_text()
 
 
 def test_texts_not_read_whole_are_counted_in_the_log_of_every_run(tiny_bert_dir, tmp_path, long_files, caplog):

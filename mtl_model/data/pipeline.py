@@ -1,7 +1,10 @@
 """From raw splits to model inputs: tasks and label sets resolved, every row validated, labels encoded and texts
 tokenized, a validation split carved when none is given."""
 
+import hashlib
+import inspect
 import logging
+import sys
 from collections import Counter
 from typing import Protocol
 
@@ -11,6 +14,7 @@ from datasets import Dataset, DatasetDict
 from ..batching import Chunking, token_count
 from ..decoding import TASK_LABEL_SEPARATOR
 from ..errors import DataError
+from .cells import parse_label_cell
 from .labels import LabelEncoder, TaskSource, check_label_kinds, collect_label_sets, feature_label_names, task_sources
 from .statistics import LENGTH_COLUMN, task_label_counts, token_lengths
 
@@ -18,6 +22,15 @@ logger = logging.getLogger(__name__)
 
 # Chunks dropped beyond --max_chunks per row: stored by the encoding for the log, removed after it.
 CHUNKS_DROPPED_COLUMN = "chunks_dropped"
+
+
+def encoding_code() -> str:
+    """A digest of the source of the modules whose code encodes a row. datasets fingerprints a module-level function
+    by its name, not its code, so a changed encoding would otherwise reuse splits that an older one cached."""
+    modules = {sys.modules[name] for name in (__name__, LabelEncoder.__module__, Chunking.__module__)}
+    modules.add(sys.modules[parse_label_cell.__module__])
+    sources = sorted(inspect.getsource(module) for module in modules)
+    return hashlib.sha256("".join(sources).encode()).hexdigest()
 
 
 def check_texts(batch: dict, rows: list[int], text_columns: list[str], where: str, counts: Counter) -> None:
@@ -127,6 +140,7 @@ def encode_splits(
                 tokenizer=tokenizer,
                 where=where[split],
                 with_labels=has_labels,
+                code=encoding_code(),
             ),
             batched=True,
             with_indices=True,
@@ -165,6 +179,7 @@ def _encode_batch(
     tokenizer,
     where: str,
     with_labels: bool,
+    code: str,  # `encoding_code()`: read by the cache's fingerprint only
 ) -> dict:
     counts = Counter()
     check_texts(batch, indices, text_columns, where, counts)
