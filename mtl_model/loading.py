@@ -165,11 +165,11 @@ def text_chunking(model_args, data_args, tasks: dict[str, list[str]], given: set
                             "(--do_train)")  # fmt: skip
     # A saved stride fits its own chunk length: trained again at another, the default stride unless one is given.
     stride = config.chunk_stride if "chunk_stride" in given or length == config.chunk_length else None
+    chunking = Chunking.of({**vars(config), "chunk_length": length, "chunk_stride": stride})
     if config.chunk_length is not None and stride is None and config.chunk_stride is not None:
         logger.warning("--model_name_or_path %s: its stride of %d tokens was for its chunks of %d; chunks of %d "
                        "overlap by the default, %d tokens, unless --chunk_stride says otherwise", where,
-                       config.chunk_stride, config.chunk_length, length, length // 4)  # fmt: skip
-    chunking = Chunking.of({**vars(config), "chunk_length": length, "chunk_stride": stride})
+                       config.chunk_stride, config.chunk_length, length, chunking.stride)  # fmt: skip
     room = length - tokenizer.num_special_tokens_to_add(pair=False)
     if chunking.stride >= room:
         raise ArgumentError(f"--chunk_stride {chunking.stride} must be below the chunk length {length} minus "

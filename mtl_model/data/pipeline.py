@@ -27,9 +27,8 @@ CHUNKS_DROPPED_COLUMN = "chunks_dropped"
 def encoding_code() -> str:
     """A digest of the source of the modules whose code encodes a row. datasets fingerprints a module-level function
     by its name, not its code, so a changed encoding would otherwise reuse splits that an older one cached."""
-    modules = {sys.modules[name] for name in (__name__, LabelEncoder.__module__, Chunking.__module__)}
-    modules.add(sys.modules[parse_label_cell.__module__])
-    sources = sorted(inspect.getsource(module) for module in modules)
+    encoding = (_encode_batch, LabelEncoder, Chunking, parse_label_cell)  # this module's, labels', batching's, cells'
+    sources = [inspect.getsource(sys.modules[part.__module__]) for part in encoding]
     return hashlib.sha256("".join(sources).encode()).hexdigest()
 
 
@@ -120,7 +119,7 @@ def encode_splits(
     encoder = LabelEncoder(
         tasks=tasks, sources=sources, delimiter=spec.label_delimiter, id_names=id_label_names(raw, sources, spec)
     )
-    encoded = {}
+    encoded, code = {}, encoding_code()
     for split, dataset in raw.items():
         if len(dataset) == 0:
             raise DataError(f"{where[split]}: the {split} split is empty")
@@ -140,7 +139,7 @@ def encode_splits(
                 tokenizer=tokenizer,
                 where=where[split],
                 with_labels=has_labels,
-                code=encoding_code(),
+                code=code,
             ),
             batched=True,
             with_indices=True,
