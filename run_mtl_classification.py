@@ -32,6 +32,7 @@ from mtl_model.data import (
 )
 from mtl_model.errors import ArgumentError, DataError
 from mtl_model.loading import (
+    READ_IN_CHUNKS_OPTIONS,
     build_config,
     freeze_word_embeddings,
     load_config,
@@ -86,14 +87,14 @@ def main(argv: list[str]) -> None:
     raw = select_first(raw, sample_limits(data_args))
     tasks, sources = resolve_tasks(raw, where, data_args, saved_tasks)
     check_metric_for_best_model(training_args, metric_names(tasks))
-    space = read_search_space(search_args.hpo_space, tasks) if search_args.hpo_trials else None
-    if space:
-        check_search_objective(search_args.hpo_objective, [*metric_names(tasks), *cross_fitted_names(tasks)])
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.tokenizer_name or model_args.model_name_or_path, cache_dir=model_args.cache_dir
     )
     trains = training_args.do_train or bool(search_args.hpo_trials)
     chunking = text_chunking(model_args, data_args, tasks, given, trains, tokenizer)
+    space = read_search_space(search_args.hpo_space, tasks, chunking is not None) if search_args.hpo_trials else None
+    if space:
+        check_search_objective(search_args.hpo_objective, [*metric_names(tasks), *cross_fitted_names(tasks)])
     with training_args.main_process_first(desc="dataset map pre-processing"):
         encoded = encode_splits(raw, where, data_args, tasks, sources, tokenizer, chunking)
     if phases.validation:
@@ -243,6 +244,8 @@ def model_config(model_args, data_args, training: bool, given: set[str], tasks, 
     """The model's config: a model of ours keeps its own value of every option but those the user gave; a model
     trained on chunks keeps their length and stride, a new one (trained or not) takes this run's."""
     options = model_args.given_options(tasks, given)
+    if chunking is None:  # chunk flags given to a truncating run: not used (the log says so), so not saved either
+        options = {name: value for name, value in options.items() if name not in READ_IN_CHUNKS_OPTIONS}
     if chunking and (training or saved_tasks is None):
         options.update(chunk_length=chunking.length, chunk_stride=chunking.stride)
     if "label_hierarchy" in given:

@@ -53,10 +53,19 @@ class Chunking:
     def tokenize(self, tokenizer, texts: list[str]) -> tuple[dict, np.ndarray]:
         """Texts → per text {input name: [ids per chunk]}, through the tokenizer's own overflow (a transformers
         tokenizer's `return_overflowing_tokens`); and the chunks dropped beyond `max_chunks` per text, [texts]."""
+        check_reads_chunks(tokenizer)
         encoded = tokenizer(list(texts), truncation=True, max_length=self.length, stride=self.stride,
                             return_overflowing_tokens=True)  # fmt: skip
         chunk_texts = encoded.pop(CHUNK_TEXT)
         return group_chunks(dict(encoded), chunk_texts, len(texts), self.max_chunks)
+
+
+def check_reads_chunks(tokenizer) -> None:
+    """A tokenizer that returns a batch's overflowing tokens with the text of each chunk: a fast one. A Python
+    tokenizer returns them without it, and the batch's padding then stops on an assertion about batch sizes."""
+    if not tokenizer.is_fast:
+        raise ValueError(f"texts are read in chunks by a fast tokenizer (tokenizer.json) alone, not by "
+                         f"{type(tokenizer).__name__}, a Python one")  # fmt: skip
 
 
 def group_chunks(chunks: dict, chunk_texts, texts: int, max_chunks: int) -> tuple[dict, np.ndarray]:

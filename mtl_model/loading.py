@@ -10,7 +10,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_MAPPING,
 )
 
-from .batching import Chunking
+from .batching import Chunking, check_reads_chunks
 from .configuration_mtl import (
     LEGACY_MODEL_TYPES,
     TRAINING,
@@ -30,8 +30,9 @@ ATTENTION_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout")
 MODEL_CLASSES = {BertMultiTaskConfig: BertForMultiTaskMultiLabel, MultiTaskConfig: EncoderForMultiTaskMultiLabel}
 # Checkpoint weights that are the encoder's but that no run of ours needs: a pooler we did not build.
 POOLER_PREFIX = "pooler."
-# The model options that say how a text longer than one chunk is read.
-CHUNK_OPTIONS = ("long_documents", "chunk_pooling", "chunk_stride", "max_chunks")
+# The model options that say how a text longer than one chunk is read: whether in chunks, and how the chunks are.
+READ_IN_CHUNKS_OPTIONS = ("chunk_pooling", "chunk_stride", "max_chunks")
+CHUNK_OPTIONS = ("long_documents", *READ_IN_CHUNKS_OPTIONS)
 
 
 def is_ours(config_dict: dict) -> bool:
@@ -143,14 +144,14 @@ def text_chunking(model_args, data_args, tasks: dict[str, list[str]], given: set
     """How the run reads a text longer than one chunk (`Chunking`), None where its model truncates: as the model's
     options say (those given over a saved model's own), in chunks of --max_seq_length tokens when it trains, of the
     model's own chunk length when it only predicts (its own stride too, unless trained again at another length).
-    Refused by flag before any text is tokenized: text pairs, a stride that leaves no new token to a chunk, another
-    --max_seq_length than the model's chunks; chunk flags given to a truncating run are named in the log."""
+    Refused by flag before any text is tokenized: text pairs, another --max_seq_length than the model's chunks,
+    chunks too short for any text, a stride that leaves no new token to a chunk, a Python tokenizer; chunk flags
+    given to a truncating run are named in the log."""
     where, options = model_args.model_name_or_path, model_args.given_options(tasks, given)
     options = {name: value for name, value in options.items() if name in CHUNK_OPTIONS}
     config = build_config(where, tasks, options, training=training, cache_dir=model_args.cache_dir)
     if config.long_documents != "chunk":
-        chunk_flags = [*(option for option in CHUNK_OPTIONS if option != "long_documents"), "chunk_budget"]
-        unused = [f"--{flag}" for flag in chunk_flags if flag in given]
+        unused = [f"--{flag}" for flag in (*READ_IN_CHUNKS_OPTIONS, "chunk_budget") if flag in given]
         if unused:
             logger.warning("%s: not used, the model truncates texts (--long_documents truncate)", ", ".join(unused))
         return None
@@ -170,12 +171,28 @@ def text_chunking(model_args, data_args, tasks: dict[str, list[str]], given: set
         logger.warning("--model_name_or_path %s: its stride of %d tokens was for its chunks of %d; chunks of %d "
                        "overlap by the default, %d tokens, unless --chunk_stride says otherwise", where,
                        config.chunk_stride, config.chunk_length, length, chunking.stride)  # fmt: skip
-    room = length - tokenizer.num_special_tokens_to_add(pair=False)
-    if chunking.stride >= room:
-        raise ArgumentError(f"--chunk_stride {chunking.stride} must be below the chunk length {length} minus "
-                            f"the tokenizer's special tokens, {room}: each chunk must read a token the one before did "
-                            "not")  # fmt: skip
+    check_chunks_read_text(chunking, tokenizer)
     return chunking
+
+
+def check_chunks_read_text(chunking: Chunking, tokenizer) -> None:
+    """Each chunk reads a token of text the one before did not, through the tokenizer's own overflow."""
+    special = tokenizer.num_special_tokens_to_add(pair=False)
+    room = chunking.length - special
+    if room < 1:
+        raise ArgumentError(f"--max_seq_length {chunking.length}: a chunk of {chunking.length} tokens holds no text "
+                            f"beside the tokenizer's {special} special tokens")  # fmt: skip
+    if chunking.stride >= room:
+        raise ArgumentError(f"--chunk_stride {chunking.stride} must be below the chunk length {chunking.length} "
+                            f"minus the tokenizer's special tokens, {room}: each chunk must read a token the one "
+                            "before did not")  # fmt: skip
+    try:
+        check_reads_chunks(tokenizer)
+    except ValueError as error:
+        raise ArgumentError(
+            f"--long_documents chunk: {error}; give a fast tokenizer with --tokenizer_name, or "
+            "--long_documents truncate"
+        ) from None
 
 
 def check_same_tasks(saved: dict[str, list[str]], tasks: dict[str, list[str]], where: str) -> None:

@@ -31,7 +31,15 @@ KEEPS_COMMAND_LINE = "keeps_command_line"
 TRAINING_FIELDS = frozenset(
     argument.name for argument in dataclasses.fields(MultiTaskTrainingArguments) if argument.init
 )
-MODEL_FLAGS = frozenset(flag for flag, declared in OPTION_FLAGS.items() if declared.metadata["applies"] == TRAINING)
+# Not long_documents: it decides how the texts are tokenized, which is done once, before the trials.
+READING_FLAG = "long_documents"
+MODEL_FLAGS = frozenset(
+    flag
+    for flag, declared in OPTION_FLAGS.items()
+    if declared.metadata["applies"] == TRAINING and flag != READING_FLAG
+)
+# What means anything only where the run reads texts in chunks.
+CHUNKED_ONLY = frozenset({"chunk_pooling", "chunk_budget"})
 TRAINER_FLAGS = frozenset({"head_learning_rate", "pos_weight_cap", "attention_dropout"})
 SEARCHABLE = TRAINING_FIELDS | MODEL_FLAGS | TRAINER_FLAGS
 # Fields of TrainingArguments that say what the run does or where it writes, not how it trains.
@@ -151,9 +159,9 @@ def kept_entries(trial) -> set[str]:
     return set(trial.user_attrs.get(KEEPS_COMMAND_LINE, ()))
 
 
-def read_search_space(path: str | None, tasks: dict[str, list[str]]) -> SearchSpace:
+def read_search_space(path: str | None, tasks: dict[str, list[str]], chunked: bool) -> SearchSpace:
     """The search space of `path` (YAML or JSON), or the default one; every entry checked (`check_entry`) for a
-    model of these tasks."""
+    model of these tasks, read in chunks or not (`chunked`)."""
     if path is None:
         text = resources.files("mtl_model").joinpath("templates", DEFAULT_SPACE).read_text(encoding="utf-8")
         source = f"the default search space ({DEFAULT_SPACE})"
@@ -171,17 +179,28 @@ def read_search_space(path: str | None, tasks: dict[str, list[str]]) -> SearchSp
         raise ArgumentError(f"{source}: expected a mapping of flag names to ranges")
     entries: list[SearchEntry] = []
     for name, spec in raw.items():
+        check_searchable(f"{source}: {name}", str(name), chunked)
         entries.append(check_entry(f"{source}: {name}", str(name), spec, entries, tasks))
     return SearchSpace(tuple(entries), source)
 
 
-def check_entry(where: str, name: str, spec, earlier: list[SearchEntry], tasks: dict[str, list[str]]) -> SearchEntry:
-    """One entry of the file as a `SearchEntry`, or an error naming it: an unknown flag or key, a range that cannot
-    be sampled (low above high, a log range through 0, no choices), or a value the flag itself refuses."""
+def check_searchable(where: str, name: str, chunked: bool) -> None:
+    """A flag a trial can set, and one that changes something in this run; else an error naming the entry."""
+    if name == READING_FLAG:
+        raise ArgumentError(f"{where}: not searched: it decides how the texts are tokenized, once for all trials; "
+                            f"give --{READING_FLAG} on the command line")  # fmt: skip
     if name in NOT_SEARCHED or name not in SEARCHABLE:
         raise ArgumentError(f"{where}: not a flag a trial can set; searchable are the training arguments, the "
                             f"model options of training ({', '.join(sorted(MODEL_FLAGS))}) and "
                             f"{', '.join(sorted(TRAINER_FLAGS))}")  # fmt: skip
+    if name in CHUNKED_ONLY and not chunked:
+        raise ArgumentError(f"{where}: the run truncates texts, so no trial would read a chunk; search it with "
+                            f"--{READING_FLAG} chunk, or leave it out")  # fmt: skip
+
+
+def check_entry(where: str, name: str, spec, earlier: list[SearchEntry], tasks: dict[str, list[str]]) -> SearchEntry:
+    """One entry of the file as a `SearchEntry`, or an error naming it: an unknown key, a range that cannot be
+    sampled (low above high, a log range through 0, no choices), or a value the flag itself refuses."""
     if not isinstance(spec, dict):
         raise ArgumentError(f"{where}: expected a mapping such as {{type: float, low: 1e-5, high: 1e-4, log: true}}")
     unknown = sorted(set(spec) - ENTRY_KEYS)

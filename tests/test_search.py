@@ -76,6 +76,11 @@ def write_space(tmp_path, entries) -> str:
         ({"learning_rat": {"type": "float", "low": 1e-5, "high": 1e-4}}, "learning_rat: not a flag a trial can set"),
         ({"output_dir": {"type": "categorical", "choices": ["a"]}}, "output_dir: not a flag a trial can set"),
         ({"at_least_one_label": {"type": "categorical", "choices": ["mood"]}}, "at_least_one_label: not a flag"),
+        ({"long_documents": {"type": "categorical", "choices": ["truncate", "chunk"]}}, "long_documents: not "
+         "searched: it decides how the texts are tokenized, once for all trials; give --long_documents on the command "
+         "line"),
+        ({"chunk_pooling": {"type": "categorical", "choices": ["max", "mean"]}}, "chunk_pooling: the run truncates "
+         "texts, so no trial would read a chunk; search it with --long_documents chunk"),
         ({"learning_rate": {"type": "float", "low": 1e-5, "hihg": 1e-4}}, "learning_rate: unknown keys ['hihg']"),
         ({"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-4}}, "learning_rate: low (0.001) is above high"),
         ({"learning_rate": {"type": "float", "low": 0.0, "high": 1e-4, "log": True}}, "a log range must lie above 0"),
@@ -95,15 +100,29 @@ def write_space(tmp_path, entries) -> str:
 )  # fmt: skip
 def test_space_file_errors_name_the_entry(tmp_path, entries, message):
     with pytest.raises(ArgumentError, match=None) as error:
-        read_search_space(write_space(tmp_path, entries), TASKS)
+        read_search_space(write_space(tmp_path, entries), TASKS, chunked=False)
     assert message in str(error.value)
     assert str(tmp_path / "space.yaml") in str(error.value)
+
+
+def test_a_search_of_texts_in_chunks_trains_the_best_pooling(tiny_bert_dir, tmp_path, search_data):
+    files, _ = search_data
+    space = write_space(tmp_path, {"chunk_pooling": {"type": "categorical", "choices": ["mean", "attention"]},
+                                   "learning_rate": SPACE["learning_rate"]})  # fmt: skip
+    chunks = ["--long_documents", "chunk", "--max_seq_length", "6", "--chunk_stride", "1", "--chunk_pooling", "mean",
+              "--num_train_epochs", "1", "--do_train"]  # fmt: skip
+    assert cli(search_args(tiny_bert_dir, tmp_path / "out", files, space, 2, *chunks)) == 0
+    assert {row["chunk_pooling"] for row in read_trials(tmp_path / "out")} <= {"mean", "attention"}
+    best = yaml.safe_load((tmp_path / "out" / "search" / "best_config.yaml").read_text())
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert (config["long_documents"], config["chunk_length"]) == ("chunk", 6)
+    assert config["chunk_pooling"] == best["chunk_pooling"]
 
 
 def test_default_space_reads_and_samples_conditionally():
     import optuna
 
-    space = read_search_space(None, TASKS)
+    space = read_search_space(None, TASKS, chunked=False)
     assert {"learning_rate", "head_learning_rate", "loss_type", "focal_gamma", "label_correlation_weight"} <= set(
         space.names
     )
@@ -119,7 +138,7 @@ def test_command_line_trial_fixes_what_the_space_can_sample_and_keeps_the_rest(t
     space = read_search_space(write_space(tmp_path, {
         **SPACE, "per_device_train_batch_size": {"type": "categorical", "choices": [4, 8]},
         "warmup_steps": {"type": "float", "low": 0.0, "high": 0.2, "step": 0.05},
-    }), TASKS)  # fmt: skip
+    }), TASKS, chunked=False)  # fmt: skip
     model_args = SimpleNamespace(loss_type="focal", focal_gamma=5.0, classifier_dropout=None, head_learning_rate=3e-3,
                                  label_correlation_weight="mood=0.1,topic=0.1")  # fmt: skip
     training_args = SimpleNamespace(learning_rate=1e-3, per_device_train_batch_size=16, warmup_steps=0.1)
