@@ -105,20 +105,6 @@ def test_space_file_errors_name_the_entry(tmp_path, entries, message):
     assert str(tmp_path / "space.yaml") in str(error.value)
 
 
-def test_a_search_of_texts_in_chunks_trains_the_best_pooling(tiny_bert_dir, tmp_path, search_data):
-    files, _ = search_data
-    space = write_space(tmp_path, {"chunk_pooling": {"type": "categorical", "choices": ["mean", "attention"]},
-                                   "learning_rate": SPACE["learning_rate"]})  # fmt: skip
-    chunks = ["--long_documents", "chunk", "--max_seq_length", "6", "--chunk_stride", "1", "--chunk_pooling", "mean",
-              "--num_train_epochs", "1", "--do_train"]  # fmt: skip
-    assert cli(search_args(tiny_bert_dir, tmp_path / "out", files, space, 2, *chunks)) == 0
-    assert {row["chunk_pooling"] for row in read_trials(tmp_path / "out")} <= {"mean", "attention"}
-    best = yaml.safe_load((tmp_path / "out" / "search" / "best_config.yaml").read_text())
-    config = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert (config["long_documents"], config["chunk_length"]) == ("chunk", 6)
-    assert config["chunk_pooling"] == best["chunk_pooling"]
-
-
 def test_default_space_reads_and_samples_conditionally():
     import optuna
 
@@ -274,14 +260,21 @@ def test_search_writes_trials_best_config_and_report_and_resumes(tiny_bert_dir, 
 
 
 def test_search_then_train_the_best_settings(tiny_bert_dir, tmp_path, search_data):
-    files, space = search_data
+    """Texts read in chunks here, so that the pooling of their chunks is one of the settings searched."""
+    files, _ = search_data
+    pooling = {"chunk_pooling": {"type": "categorical", "choices": ["mean", "attention"]}}
+    space = write_space(tmp_path, {**SPACE, **pooling})
     output_dir = tmp_path / "out"
     extra = ["--test_file", str(files["test"]), "--do_train", "--do_predict", "--tune_thresholds"]
+    extra += ["--long_documents", "chunk", "--max_seq_length", "6", "--chunk_stride", "1"]
     # Values the space samples, so that the command line's own trial, if best, sets them too.
-    extra += ["--classifier_dropout", "0.2", "--label_correlation_weight", "0.1"]
+    extra += ["--classifier_dropout", "0.2", "--label_correlation_weight", "0.1", "--chunk_pooling", "mean"]
     assert cli(search_args(tiny_bert_dir, output_dir, files, space, 2, *extra)) == 0
     best = yaml.safe_load((output_dir / "search" / "best_config.yaml").read_text())
     config = json.loads((output_dir / "config.json").read_text())
+    assert (config["long_documents"], config["chunk_length"], config["chunk_pooling"]) == (
+        "chunk", 6, best["chunk_pooling"]
+    )  # fmt: skip
     assert config["classifier_dropout"] == pytest.approx(best["classifier_dropout"])
     assert config["label_correlation"] == pytest.approx(dict.fromkeys(TASKS, best["label_correlation_weight"]))
     assert config["thresholds"] is not None and (output_dir / "predictions.jsonl").is_file()
