@@ -64,7 +64,7 @@ def check_reads_chunks(tokenizer) -> None:
     """A tokenizer that returns a batch's overflowing tokens with the text of each chunk: a fast one. A Python
     tokenizer returns them without it, and the batch's padding then stops on an assertion about batch sizes."""
     if not tokenizer.is_fast:
-        raise ValueError(f"texts are read in chunks by a fast tokenizer (tokenizer.json) alone, not by "
+        raise ValueError(f"texts are read in chunks by a fast tokenizer alone (tokenizer.is_fast), not by "
                          f"{type(tokenizer).__name__}, a Python one")  # fmt: skip
 
 

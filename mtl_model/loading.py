@@ -148,13 +148,18 @@ def text_chunking(model_args, data_args, tasks: dict[str, list[str]], given: set
     chunks too short for any text, a stride that leaves no new token to a chunk, a Python tokenizer; chunk flags
     given to a truncating run are named in the log."""
     where, options = model_args.model_name_or_path, model_args.given_options(tasks, given)
-    options = {name: value for name, value in options.items() if name in CHUNK_OPTIONS}
-    config = build_config(where, tasks, options, training=training, cache_dir=model_args.cache_dir)
-    if config.long_documents != "chunk":
+
+    def config_with(names: tuple[str, ...]):
+        given_here = {name: value for name, value in options.items() if name in names}
+        return build_config(where, tasks, given_here, training=training, cache_dir=model_args.cache_dir)
+
+    # Whether it chunks first: the chunk options of a run that truncates are not used, so not checked either.
+    if config_with(("long_documents",)).long_documents != "chunk":
         unused = [f"--{flag}" for flag in (*READ_IN_CHUNKS_OPTIONS, "chunk_budget") if flag in given]
         if unused:
             logger.warning("%s: not used, the model truncates texts (--long_documents truncate)", ", ".join(unused))
         return None
+    config = config_with(CHUNK_OPTIONS)
     if data_args.text_pair_column_name:
         raise ArgumentError("--text_pair_column_name: text pairs are not read in chunks (--long_documents chunk); "
                             "give one text column, or --long_documents truncate")  # fmt: skip
@@ -180,8 +185,8 @@ def check_chunks_read_text(chunking: Chunking, tokenizer) -> None:
     special = tokenizer.num_special_tokens_to_add(pair=False)
     room = chunking.length - special
     if room < 1:
-        raise ArgumentError(f"--max_seq_length {chunking.length}: a chunk of {chunking.length} tokens holds no text "
-                            f"beside the tokenizer's {special} special tokens")  # fmt: skip
+        raise ArgumentError(f"--max_seq_length {chunking.length} (the chunk length): a chunk of {chunking.length} "
+                            f"tokens holds no text beside the tokenizer's {special} special tokens")  # fmt: skip
     if chunking.stride >= room:
         raise ArgumentError(f"--chunk_stride {chunking.stride} must be below the chunk length {chunking.length} "
                             f"minus the tokenizer's special tokens, {room}: each chunk must read a token the one "
@@ -190,8 +195,7 @@ def check_chunks_read_text(chunking: Chunking, tokenizer) -> None:
         check_reads_chunks(tokenizer)
     except ValueError as error:
         raise ArgumentError(
-            f"--long_documents chunk: {error}; give a fast tokenizer with --tokenizer_name, or "
-            "--long_documents truncate"
+            f"--long_documents chunk: {error}; give a fast one with --tokenizer_name, or --long_documents truncate"
         ) from None
 
 

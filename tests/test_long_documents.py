@@ -5,7 +5,6 @@ and reloaded, and bad flags refused by name."""
 import csv
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from transformers import AutoModel, AutoTokenizer
 from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
 from mtl_model import MultiTaskConfig
-from mtl_model.arguments import MultiTaskTrainingArguments, bundled_encoder_path
+from mtl_model.arguments import MultiTaskTrainingArguments
 from mtl_model.batching import Chunking, flatten_texts, group_chunks, pool_chunks
 from mtl_model.data import ChunkedTextCollator
 from mtl_model.errors import ArgumentError
@@ -295,7 +294,7 @@ def test_a_chunked_run_predicts_per_text_and_the_saved_model_scores_as_the_cli(
             ["--chunk_stride", "14"],
             "--chunk_stride 14 must be below the chunk length 16 minus the tokenizer's special tokens, 14",
         ),
-        (["--max_seq_length", "2"], "--max_seq_length 2: a chunk of 2 tokens holds no text beside the tokenizer's 2"),
+        (["--max_seq_length", "2"], "--max_seq_length 2 (the chunk length): a chunk of 2 tokens holds no text beside"),
         (["--max_chunks", "0"], "--max_chunks must be at least 1, not 0"),
         (["--max_chunks", "-2"], "--max_chunks must be at least 1, not -2"),
         (["--text_pair_column_name", "mood"], "--text_pair_column_name: text pairs are not read in chunks"),
@@ -309,15 +308,17 @@ def test_bad_chunking_flags_exit_2_naming_the_flag(tiny_bert_dir, tmp_path, long
 
 def test_a_python_tokenizer_is_refused_for_chunks_by_name(tiny_bert_dir, tmp_path, long_files, capsys):
     """A Python tokenizer returns no chunk's text with its overflowing tokens: refused, not a failed batch."""
-    slow = BertTokenizerLegacy(str(Path(bundled_encoder_path()) / "vocab.txt"))
-    with pytest.raises(ValueError, match="read in chunks by a fast tokenizer .* not by BertTokenizerLegacy"):
+    vocabulary = AutoTokenizer.from_pretrained(tiny_bert_dir).get_vocab()
+    (tmp_path / "vocab.txt").write_text("".join(f"{token}\n" for token in sorted(vocabulary, key=vocabulary.get)))
+    slow = BertTokenizerLegacy(str(tmp_path / "vocab.txt"))
+    with pytest.raises(ValueError, match="read in chunks by a fast tokenizer alone .* not by BertTokenizerLegacy"):
         Chunking(16, 4, 5).tokenize(slow, TEXTS)
     slow.save_pretrained(tmp_path / "slow")
     run = chunk_args(tiny_bert_dir, tmp_path / "out", long_files, "--tokenizer_name", str(tmp_path / "slow"))
     assert cli([*run, "--do_train"]) == 2
     assert (
-        "--long_documents chunk: texts are read in chunks by a fast tokenizer (tokenizer.json) alone, not by "
-        "BertTokenizerLegacy, a Python one; give a fast tokenizer with --tokenizer_name" in capsys.readouterr().err
+        "--long_documents chunk: texts are read in chunks by a fast tokenizer alone (tokenizer.is_fast), not by "
+        "BertTokenizerLegacy, a Python one; give a fast one with --tokenizer_name" in capsys.readouterr().err
     )
 
 
@@ -395,11 +396,15 @@ def test_chunk_flags_of_a_truncating_run_are_named_unused(tiny_bert_dir, tmp_pat
 
 def test_chunk_flags_of_a_truncating_run_are_not_saved(tiny_bert_dir, tmp_path, long_files):
     output_dir = tmp_path / "out"
-    assert cli(chunk_args(tiny_bert_dir, output_dir, long_files, "--long_documents", "truncate", "--do_train")) == 0
+    run = chunk_args(tiny_bert_dir, output_dir, long_files, "--long_documents", "truncate", "--chunk_pooling", "mean")
+    assert cli([*run, "--do_train"]) == 0
     config = json.loads((output_dir / "config.json").read_text())
-    assert (config["chunk_stride"], config["max_chunks"]) == (None, MultiTaskConfig().max_chunks)
-    # Nor does prediction alone save the model anew for a flag it does not use: only its predictions.
+    default = MultiTaskConfig()
+    assert (config["chunk_pooling"], config["chunk_stride"], config["max_chunks"]) == (
+        default.chunk_pooling, None, default.max_chunks
+    )  # fmt: skip
+    # Nor does prediction alone refuse them, or save the model anew for them: it writes only its predictions.
     predict = predict_alone(output_dir, tmp_path / "predicted", long_files["test"], "--max_seq_length", "16")
-    assert cli([*predict, "--max_chunks", "3"]) == 0
+    assert cli([*predict, "--max_chunks", "3", "--chunk_pooling", "attention"]) == 0
     assert (tmp_path / "predicted" / "predictions.jsonl").exists()
     assert not (tmp_path / "predicted" / "config.json").exists()

@@ -81,6 +81,7 @@ def write_space(tmp_path, entries) -> str:
          "line"),
         ({"chunk_pooling": {"type": "categorical", "choices": ["max", "mean"]}}, "chunk_pooling: the run truncates "
          "texts, so no trial would read a chunk; search it with --long_documents chunk"),
+        ({"chunk_budget": {"type": "int", "low": 2, "high": 8}}, "chunk_budget: the run truncates texts"),
         ({"learning_rate": {"type": "float", "low": 1e-5, "hihg": 1e-4}}, "learning_rate: unknown keys ['hihg']"),
         ({"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-4}}, "learning_rate: low (0.001) is above high"),
         ({"learning_rate": {"type": "float", "low": 0.0, "high": 1e-4, "log": True}}, "a log range must lie above 0"),
