@@ -179,8 +179,10 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
         # A ModuleList (not a ModuleDict) so any task name is allowed, including ones with dots.
         self.heads = nn.ModuleList(nn.Linear(config.hidden_size, len(labels)) for labels in config.tasks.values())
         if config.long_documents == "chunk" and config.chunk_pooling == "attention":
-            # Per label, a chunk's score: its softmax over a text's chunks weighs their logits (`pool_chunks`).
-            self.chunk_attention = nn.Linear(config.hidden_size, len(config.label_names))
+            # Per label, a chunk's score: its softmax over a text's chunks weighs their logits (`pool_chunks`). No
+            # bias: one number added to every chunk's score leaves the softmax as it was, so a bias would get no
+            # gradient but rounding noise, which Adam's normalised steps would turn into a random walk.
+            self.chunk_attention = nn.Linear(config.hidden_size, len(config.label_names), bias=False)
         self.post_init()
 
     def _init_weights(self, module):
@@ -188,7 +190,8 @@ class EncoderForMultiTaskMultiLabel(PreTrainedModel):
         `initializer_range`, zero biases, as transformers' classification heads."""
         if isinstance(module, nn.Linear):
             init.normal_(module.weight, mean=0.0, std=getattr(self.config.encoder, "initializer_range", 0.02))
-            init.zeros_(module.bias)
+            if module.bias is not None:  # the chunk attention has none
+                init.zeros_(module.bias)
 
     def save_pretrained(self, save_directory, *args, save_original_format: bool = False, **kwargs):
         """`PreTrainedModel.save_pretrained`, the weights always under this class's own names. Its default

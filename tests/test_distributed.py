@@ -16,8 +16,9 @@ from safetensors.torch import load_file
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-# Chunks of 3 tokens overlapping by 1 (5 with [CLS] and [SEP]): the texts make 1 or 2 chunks each.
-CHUNKS = ("--long_documents", "chunk", "--max_seq_length", "5", "--chunk_stride", "1")
+# Chunks of 3 tokens overlapping by 1 (5 with [CLS] and [SEP]): the texts make 1 or 2 chunks each. Pooled by
+# attention, whose learned weights must be trained alike in both runs too.
+CHUNKS = ("--long_documents", "chunk", "--max_seq_length", "5", "--chunk_stride", "1", "--chunk_pooling", "attention")
 
 
 def run(processes: int, checkpoint, tmp_path: Path, output_dir: Path, *extra) -> subprocess.CompletedProcess:
