@@ -164,9 +164,10 @@ def longer_test_stories(directory: Path, tokenizer) -> Path:
     return path
 
 
-def reuters(rows: int | None, readings: list[str], save) -> dict:
-    """Each seed in turn, each of `readings` in turn; the report so far is passed to `save` after every run, so a
-    session that ends mid-way keeps what finished (and a rerun finds those runs done)."""
+def reuters(rows: int | None, readings: list[str], save, earlier: dict) -> dict:
+    """Each seed in turn, each of `readings` in turn, added to the `earlier` report's runs (those of other readings
+    kept); the report so far is passed to `save` after every run, so a session that ends mid-way keeps what
+    finished (and a rerun finds those runs done)."""
     from transformers import AutoTokenizer
 
     from mtl_model.arguments import bundled_encoder_path
@@ -178,7 +179,7 @@ def reuters(rows: int | None, readings: list[str], save) -> dict:
     limit = [item for split in splits for item in (f"--max_{split}_samples", rows)]
     report = {
         "seeds": list(SEEDS),
-        "test_f1_by_seed": {},
+        "test_f1_by_seed": earlier.get("test_f1_by_seed", {}),  # seeds as JSON keys: strings
         f"test_stories_longer_than_{LONG}_tokens": sum(1 for _ in longer.open()),
         "command": "python bench/long_documents.py --reuters" + (f" --rows {rows}" if rows else ""),
     }
@@ -191,7 +192,7 @@ def reuters(rows: int | None, readings: list[str], save) -> dict:
             length = flags[flags.index("--max_seq_length") + 1]
             alone = run_cli(group / f"{name}-seed{seed}-longer-than-{LONG}", *predict_longer, "--max_seq_length",
                             length, "--report_to", "none")  # fmt: skip
-            report["test_f1_by_seed"].setdefault(name, {})[seed] = {
+            report["test_f1_by_seed"].setdefault(name, {})[str(seed)] = {
                 "all_stories": f1_scores(results, ["topics"])["topics"],
                 f"stories_longer_than_{LONG}_tokens": f1_scores(alone, ["topics"])["topics"],
                 "train_runtime_s": round(results["train_runtime"]),
@@ -224,7 +225,8 @@ def main() -> None:
     def save(result: dict) -> dict:
         return write_results(path, {**(read_json(path) if path.exists() else {}), key: result})[key]
 
-    result = speed(args.repeats) if args.speed else reuters(args.rows, args.readings, save)
+    earlier = (read_json(path) if path.exists() else {}).get(key, {})
+    result = speed(args.repeats) if args.speed else reuters(args.rows, args.readings, save, earlier)
     print(json.dumps(save(result), indent=2))
 
 
