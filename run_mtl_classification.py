@@ -18,7 +18,7 @@ import datasets
 import transformers
 from transformers import AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCallback, set_seed
 
-from mtl_model.arguments import OPTION_FLAGS, hub_model_id
+from mtl_model.arguments import CHUNK_FLAGS, OPTION_FLAGS, hub_model_id
 from mtl_model.checkpoints import check_output_dir, check_resumable, checkpoint_to_resume, remove_old_checkpoints
 from mtl_model.data import (
     ChunkedTextCollator,
@@ -32,7 +32,6 @@ from mtl_model.data import (
 )
 from mtl_model.errors import ArgumentError, DataError
 from mtl_model.loading import (
-    READ_IN_CHUNKS_OPTIONS,
     build_config,
     freeze_word_embeddings,
     load_config,
@@ -245,7 +244,7 @@ def model_config(model_args, data_args, training: bool, given: set[str], tasks, 
     trained on chunks keeps their length and stride, a new one (trained or not) takes this run's."""
     options = model_args.given_options(tasks, given)
     if chunking is None:  # chunk flags given to a truncating run: not used (the log says so), so not saved either
-        options = {name: value for name, value in options.items() if name not in READ_IN_CHUNKS_OPTIONS}
+        options = {name: value for name, value in options.items() if name not in CHUNK_FLAGS}
     if chunking and (training or saved_tasks is None):
         options.update(chunk_length=chunking.length, chunk_stride=chunking.stride)
     if "label_hierarchy" in given:

@@ -222,11 +222,13 @@ def main() -> None:
     key = "speed" if args.speed else "reuters" + (f"_rows{args.rows}" if args.rows else "")
     path = RESULTS / "long_documents.json"
 
-    def save(result: dict) -> dict:
-        return write_results(path, {**(read_json(path) if path.exists() else {}), key: result})[key]
+    def saved() -> dict:
+        return read_json(path) if path.exists() else {}
 
-    earlier = (read_json(path) if path.exists() else {}).get(key, {})
-    result = speed(args.repeats) if args.speed else reuters(args.rows, args.readings, save, earlier)
+    def save(result: dict) -> dict:
+        return write_results(path, {**saved(), key: result})[key]
+
+    result = speed(args.repeats) if args.speed else reuters(args.rows, args.readings, save, saved().get(key, {}))
     print(json.dumps(save(result), indent=2))
 
 

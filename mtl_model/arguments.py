@@ -33,6 +33,9 @@ def hub_model_id(model_name_or_path: str) -> str | None:
 
 # Flag name → the model option (a config field, `MultiTaskConfig`'s `option` declarations) it sets.
 OPTION_FLAGS = {flag: declared for declared in model_options() if (flag := option_flag(declared))}
+# The flags that mean something only where texts are read in chunks (--long_documents chunk): three model options
+# and the trainer's --chunk_budget.
+CHUNK_FLAGS = ("chunk_pooling", "chunk_stride", "max_chunks", "chunk_budget")
 
 
 def option_flag_field(flag: str, declared) -> tuple:

@@ -10,6 +10,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_MAPPING,
 )
 
+from .arguments import CHUNK_FLAGS
 from .batching import Chunking, check_reads_chunks
 from .configuration_mtl import (
     LEGACY_MODEL_TYPES,
@@ -30,9 +31,8 @@ ATTENTION_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout")
 MODEL_CLASSES = {BertMultiTaskConfig: BertForMultiTaskMultiLabel, MultiTaskConfig: EncoderForMultiTaskMultiLabel}
 # Checkpoint weights that are the encoder's but that no run of ours needs: a pooler we did not build.
 POOLER_PREFIX = "pooler."
-# The model options that say how a text longer than one chunk is read: whether in chunks, and how the chunks are.
-READ_IN_CHUNKS_OPTIONS = ("chunk_pooling", "chunk_stride", "max_chunks")
-CHUNK_OPTIONS = ("long_documents", *READ_IN_CHUNKS_OPTIONS)
+# What says how a text longer than one chunk is read: whether in chunks, and how the chunks are.
+CHUNK_OPTIONS = ("long_documents", *CHUNK_FLAGS)
 
 
 def is_ours(config_dict: dict) -> bool:
@@ -155,7 +155,7 @@ def text_chunking(model_args, data_args, tasks: dict[str, list[str]], given: set
 
     # Whether it chunks first: the chunk options of a run that truncates are not used, so not checked either.
     if config_with(("long_documents",)).long_documents != "chunk":
-        unused = [f"--{flag}" for flag in (*READ_IN_CHUNKS_OPTIONS, "chunk_budget") if flag in given]
+        unused = [f"--{flag}" for flag in CHUNK_FLAGS if flag in given]
         if unused:
             logger.warning("%s: not used, the model truncates texts (--long_documents truncate)", ", ".join(unused))
         return None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from .arguments import OPTION_FLAGS, MultiTaskTrainingArguments, check_option_flag, read_flag
+from .arguments import CHUNK_FLAGS, OPTION_FLAGS, MultiTaskTrainingArguments, check_option_flag, read_flag
 from .configuration_mtl import TRAINING
 from .errors import ArgumentError
 from .parsing import NUMERIC_RANGES
@@ -38,8 +38,6 @@ MODEL_FLAGS = frozenset(
     for flag, declared in OPTION_FLAGS.items()
     if declared.metadata["applies"] == TRAINING and flag != READING_FLAG
 )
-# What means anything only where the run reads texts in chunks.
-CHUNKED_ONLY = frozenset({"chunk_pooling", "chunk_budget"})
 TRAINER_FLAGS = frozenset({"head_learning_rate", "pos_weight_cap", "attention_dropout"})
 SEARCHABLE = TRAINING_FIELDS | MODEL_FLAGS | TRAINER_FLAGS
 # Fields of TrainingArguments that say what the run does or where it writes, not how it trains.
@@ -193,7 +191,7 @@ def check_searchable(where: str, name: str, chunked: bool) -> None:
         raise ArgumentError(f"{where}: not a flag a trial can set; searchable are the training arguments, the "
                             f"model options of training ({', '.join(sorted(MODEL_FLAGS))}) and "
                             f"{', '.join(sorted(TRAINER_FLAGS))}")  # fmt: skip
-    if name in CHUNKED_ONLY and not chunked:
+    if name in CHUNK_FLAGS and not chunked:
         raise ArgumentError(f"{where}: the run truncates texts, so no trial would read a chunk; search it with "
                             f"--{READING_FLAG} chunk, or leave it out")  # fmt: skip
 
