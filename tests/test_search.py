@@ -287,10 +287,13 @@ def test_search_then_train_the_best_settings(tiny_bert_dir, tmp_path, search_dat
 # Kill and rerun; two workers on one study
 
 
-def worker(tiny_bert_dir, output_dir, files, space, trials, *extra) -> subprocess.Popen:
-    """The search command in a process of its own, its log in a file beside the output directory (`log_of`)."""
+def worker(tiny_bert_dir, output_dir, files, space, trials, *extra, threads: int | None = None) -> subprocess.Popen:
+    """The search command in a process of its own, its log in a file beside the output directory (`log_file`); with
+    `threads`, torch's threads capped (OMP_NUM_THREADS) for processes that run side by side."""
     args = search_args(tiny_bert_dir, output_dir, files, space, trials, *extra)
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    if threads:
+        environment["OMP_NUM_THREADS"] = str(threads)
     log = open(log_file(output_dir), "a", encoding="utf-8")  # noqa: SIM115 (closed with the process, in `finish`)
     process = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_mtl_classification.py"), *args],
                                stdout=log, stderr=subprocess.STDOUT, env=environment)  # fmt: skip
@@ -389,7 +392,8 @@ def postgres_url():
 
 
 def run_two_workers(tiny_bert_dir, tmp_path, files, space, output_dirs, *shared) -> list[subprocess.Popen]:
-    workers = [worker(tiny_bert_dir, output_dir, files, space, 5, "--num_train_epochs", "3", *shared)
+    # One thread each, as the data-parallel tests run theirs: two processes of two threads oversubscribe two cores.
+    workers = [worker(tiny_bert_dir, output_dir, files, space, 5, "--num_train_epochs", "3", *shared, threads=1)
                for output_dir in output_dirs]  # fmt: skip
     for process in workers:
         finish(process)
